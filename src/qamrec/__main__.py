@@ -1,0 +1,3 @@
+from qamrec.cli import main
+
+main()

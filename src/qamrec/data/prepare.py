@@ -1,0 +1,166 @@
+"""``qamrec data prepare``: parse fetched sources into typed Parquet tables, cached by input digests.
+
+Each dataset is one :class:`Step`: the raw files it reads and a function that turns them into tables. Its
+outputs live in ``prepared/<step>/`` with a ``MANIFEST.json`` written last, holding the step's key (SHA256
+over its code version and its input files' digests) and each table's row count and SHA256. A step is redone
+when its key changed, a table is missing, or a table's digest no longer matches (a corrupted cache file is
+never used). Tables are computed in full before anything is written, and each file is renamed into place,
+so bad input leaves the previous tables untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from qamrec.errors import MissingDataError
+from qamrec.io import atomic_path, atomic_write_json, read_json, sha256_file, write_parquet_atomic
+
+__all__ = ["Step", "STEPS", "prepare", "load_table", "step_outputs", "PrepareReport"]
+
+#: a table is a DataFrame, or a function that writes Parquet to the path it is given (for data that is
+#: streamed rather than held in memory) and returns the row count
+Table = pl.DataFrame | Callable[[Path], int]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A preparation step: ``run(raw_dir, prepared_dir) -> {table name: Table}``."""
+
+    name: str
+    inputs: tuple[str, ...]  # raw files (relative to raw_dir); those not marked optional must exist
+    run: Callable[[Path, Path], dict[str, Table]]
+    optional: tuple[str, ...] = ()
+    depends: tuple[str, ...] = ()  # steps whose outputs this one reads where they are prepared
+    version: str = "1"
+
+
+@dataclass
+class PrepareReport:
+    step: str
+    status: str  # "prepared", "cached" or "skipped: <why>"
+    tables: dict[str, int]
+
+
+def _manifest_path(prepared_dir: Path, step: str) -> Path:
+    return prepared_dir / step / "MANIFEST.json"
+
+
+def step_outputs(prepared_dir: Path, step: str) -> dict | None:
+    """The manifest of a prepared step, or ``None`` when it has not been prepared."""
+    p = _manifest_path(prepared_dir, step)
+    return read_json(p) if p.exists() else None
+
+
+def _key(step: Step, raw_dir: Path, prepared_dir: Path) -> str:
+    h = hashlib.sha256(f"{step.name}:{step.version}".encode())
+    for rel in step.inputs + step.optional:
+        p = raw_dir / rel
+        if p.is_dir():  # a folder input (posters): every file's name and digest
+            for f in sorted(p.iterdir()):
+                h.update(f"{rel}/{f.name}:{sha256_file(f)}".encode())
+        elif p.exists():
+            h.update(f"{rel}:{sha256_file(p)}".encode())
+        else:
+            h.update(f"{rel}:absent".encode())
+    for dep in step.depends:
+        m = step_outputs(prepared_dir, dep)
+        h.update(f"{dep}:{m['key'] if m else 'absent'}".encode())
+    return h.hexdigest()
+
+
+def _is_fresh(step: Step, key: str, prepared_dir: Path) -> bool:
+    m = step_outputs(prepared_dir, step.name)
+    if m is None or m.get("key") != key:
+        return False
+    for name, info in m["tables"].items():
+        p = prepared_dir / step.name / f"{name}.parquet"
+        if not p.exists() or sha256_file(p) != info["sha256"]:
+            return False
+    return True
+
+
+def _missing_inputs(step: Step, raw_dir: Path) -> list[str]:
+    return [rel for rel in step.inputs if not (raw_dir / rel).exists()]
+
+
+def run_step(step: Step, raw_dir: Path, prepared_dir: Path, *, force: bool = False) -> PrepareReport:
+    """Prepare one step unless its outputs are fresh."""
+    missing = _missing_inputs(step, raw_dir)
+    if missing:
+        raise MissingDataError(
+            f"cannot prepare '{step.name}': missing {', '.join(missing)} "
+            f"(run `qamrec data fetch {step.name}` first)"
+        )
+    key = _key(step, raw_dir, prepared_dir)
+    if not force and _is_fresh(step, key, prepared_dir):
+        m = step_outputs(prepared_dir, step.name)
+        return PrepareReport(step.name, "cached", {k: v["rows"] for k, v in m["tables"].items()})
+    tables = step.run(raw_dir, prepared_dir)  # parse everything before writing anything
+    out = prepared_dir / step.name
+    out.mkdir(parents=True, exist_ok=True)
+    info: dict[str, dict] = {}
+    for name, table in tables.items():
+        target = out / f"{name}.parquet"
+        if isinstance(table, pl.DataFrame):
+            write_parquet_atomic(table, target)
+            rows = table.height
+        else:
+            with atomic_path(target) as tmp:
+                rows = table(tmp)
+        info[name] = {"rows": rows, "sha256": sha256_file(target)}
+    for stale in out.glob("*.parquet"):
+        if stale.stem not in info:
+            stale.unlink()
+    atomic_write_json(_manifest_path(prepared_dir, step.name), {"key": key, "version": step.version,
+                                                                "tables": info})
+    return PrepareReport(step.name, "prepared", {k: v["rows"] for k, v in info.items()})
+
+
+def load_table(prepared_dir: Path, step: str, table: str) -> pl.DataFrame:
+    """Read a prepared table, checking its digest against the step's manifest."""
+    m = step_outputs(prepared_dir, step)
+    if m is None or table not in m["tables"]:
+        raise MissingDataError(f"table '{step}/{table}' is not prepared (run `qamrec data prepare {step}`)")
+    p = prepared_dir / step / f"{table}.parquet"
+    if not p.exists() or sha256_file(p) != m["tables"][table]["sha256"]:
+        raise MissingDataError(f"{p}: missing or corrupted (digest differs); run `qamrec data prepare {step}`")
+    return pl.read_parquet(p)
+
+
+def _steps() -> dict[str, Step]:
+    from qamrec.data import steps
+
+    return {s.name: s for s in steps.ALL}
+
+
+STEPS: Callable[[], dict[str, Step]] = _steps
+
+
+def available_steps(raw_dir: Path) -> list[str]:
+    """Steps whose required raw inputs are all present, in dependency order (catalog last)."""
+    return [n for n, s in STEPS().items() if all((raw_dir / rel).exists() for rel in s.inputs)]
+
+
+def prepare(names: list[str] | None, raw_dir: Path, prepared_dir: Path, *, force: bool = False,
+            on_step: Callable[[str], None] | None = None) -> list[PrepareReport]:
+    """Prepare the named steps (default: every step whose inputs were fetched, then the catalog)."""
+    steps = STEPS()
+    unknown = [n for n in names or [] if n not in steps]
+    if unknown:
+        from qamrec.errors import QamrecError
+
+        raise QamrecError(f"unknown dataset(s) {unknown} (known: {', '.join(steps)})")
+    todo = names or available_steps(raw_dir)
+    reports = []
+    for name in steps:  # registry order respects dependencies
+        if name in todo:
+            if on_step is not None:
+                on_step(name)
+            reports.append(run_step(steps[name], raw_dir, prepared_dir, force=force))
+    return reports
+

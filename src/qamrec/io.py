@@ -1,0 +1,120 @@
+"""Atomic writes and digests.
+
+Every artifact is written to a temporary name in its target folder and renamed into place, so a reader
+never sees a half-written file and a killed process leaves at most a stray ``.tmp-*`` file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = [
+    "sha256_file",
+    "sha256_bytes",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "write_parquet_atomic",
+    "read_json",
+    "iter_jsonl",
+]
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
+
+    On any exception the temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | Path, obj: Any) -> None:
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_parquet_atomic(df: pl.DataFrame, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+
+
+def read_json(path: str | Path) -> Any:
+    """Load a JSON file, turning a syntax or encoding error into a :class:`DataFormatError`."""
+    from qamrec.errors import DataFormatError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(path, f"not valid UTF-8 at byte {e.start}", expected="UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise DataFormatError(path, f"invalid JSON: {e.msg}", line=e.lineno, expected="a JSON document") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, parsed object)`` for each non-blank line of a JSON-lines file.
+
+    A line that is not valid UTF-8 or not valid JSON raises a :class:`DataFormatError` naming the line.
+    """
+    from qamrec.errors import DataFormatError
+
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(path, f"not valid UTF-8 at column {e.start + 1}", line=i) from None
+            try:
+                yield i, json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataFormatError(
+                    path, f"invalid JSON: {e.msg} at column {e.colno}", line=i, expected="one JSON value per line"
+                ) from None
