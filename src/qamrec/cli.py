@@ -63,8 +63,14 @@ def _fetch(names: list[str], source: Path | None) -> None:
     with _progress() as bar:
         for name in names:
             task = bar.add_task(f"fetch {name}", total=None)
+
+            def download_bar(desc: str, total: int | None):
+                t = bar.add_task(desc, total=total)
+                return lambda done, tot: bar.update(t, completed=done, total=tot)
+
             report = fetch(name, c.raw_dir, source=source, verify=c.data.verify,
-                           progress=lambda i, n, t=task: bar.update(t, completed=i, total=n))
+                           progress=lambda i, n, t=task: bar.update(t, completed=i, total=n),
+                           progress_factory=download_bar)
             bar.remove_task(task)
             table.add_row(name, str(len(report.copied)), str(len(report.unchanged)),
                           "\n".join(f"{k}: {v}" for k, v in report.missing.items()) or "-")
@@ -84,12 +90,13 @@ def _prepare(names: list[str] | None, force: bool = False) -> None:
     from qamrec.data.prepare import prepare
 
     c = cfg()
-    table = Table("step", "status", "tables (rows)", title=f"prepared into {c.prepared_dir}")
+    table = Table("step", "status", "tables (rows)", "notes", title=f"prepared into {c.prepared_dir}")
     with console.status("preparing") as status:
         reports = prepare(names or None, c.raw_dir, c.prepared_dir, force=force,
                           on_step=lambda s: status.update(f"preparing {s}"))
     for r in reports:
-        table.add_row(r.step, r.status, ", ".join(f"{k} ({v:,})" for k, v in r.tables.items()))
+        table.add_row(r.step, r.status, ", ".join(f"{k} ({v:,})" for k, v in r.tables.items()),
+                      "\n".join(r.notes) or "-")
     console.print(table)
 
 

@@ -129,15 +129,20 @@ def fetch(
     source: Path | None = None,
     verify: bool = True,
     progress: Progress | None = None,
+    progress_factory: Callable[[str, int | None], Callable[[int, int | None], None]] | None = None,
 ) -> FetchReport:
-    """Fetch dataset ``name`` into ``raw_dir`` from ``source`` (a local folder) or the official sources."""
+    """Fetch dataset ``name`` into ``raw_dir`` from ``source`` (a local folder) or the official sources.
+
+    ``progress(done, total)`` reports files copied from ``source``; ``progress_factory(description, total)``
+    makes a byte-progress callback for each download.
+    """
     spec = get_dataset(name)
     raw_dir.mkdir(parents=True, exist_ok=True)
     if source is not None:
         return _fetch_local(spec, Path(source), raw_dir, verify, progress)
     from qamrec.data.download import fetch_remote
 
-    written = fetch_remote(spec, raw_dir, verify=verify)
+    written = fetch_remote(spec, raw_dir, verify=verify, progress_factory=progress_factory)
     report = FetchReport(dataset=name, source="official", copied=sorted(written))
     for f in spec.files:
         if f.path not in written and not (raw_dir / f.path).is_file():

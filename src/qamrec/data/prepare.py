@@ -29,11 +29,14 @@ Table = pl.DataFrame | Callable[[Path], int]
 
 @dataclass(frozen=True)
 class Step:
-    """A preparation step: ``run(raw_dir, prepared_dir) -> {table name: Table}``."""
+    """A preparation step: ``run(raw_dir, prepared_dir, notes) -> {table name: Table}``.
+
+    ``notes`` collects what a step skipped or repaired (rows with unknown ids, say), for the report.
+    """
 
     name: str
     inputs: tuple[str, ...]  # raw files (relative to raw_dir); those not marked optional must exist
-    run: Callable[[Path, Path], dict[str, Table]]
+    run: Callable[[Path, Path, list[str]], dict[str, Table]]
     optional: tuple[str, ...] = ()
     depends: tuple[str, ...] = ()  # steps whose outputs this one reads where they are prepared
     version: str = "1"
@@ -42,8 +45,9 @@ class Step:
 @dataclass
 class PrepareReport:
     step: str
-    status: str  # "prepared", "cached" or "skipped: <why>"
+    status: str  # "prepared" or "cached"
     tables: dict[str, int]
+    notes: list[str]
 
 
 def _manifest_path(prepared_dir: Path, step: str) -> Path:
@@ -99,8 +103,9 @@ def run_step(step: Step, raw_dir: Path, prepared_dir: Path, *, force: bool = Fal
     key = _key(step, raw_dir, prepared_dir)
     if not force and _is_fresh(step, key, prepared_dir):
         m = step_outputs(prepared_dir, step.name)
-        return PrepareReport(step.name, "cached", {k: v["rows"] for k, v in m["tables"].items()})
-    tables = step.run(raw_dir, prepared_dir)  # parse everything before writing anything
+        return PrepareReport(step.name, "cached", {k: v["rows"] for k, v in m["tables"].items()}, m["notes"])
+    notes: list[str] = []
+    tables = step.run(raw_dir, prepared_dir, notes)  # parse everything before writing anything
     out = prepared_dir / step.name
     out.mkdir(parents=True, exist_ok=True)
     info: dict[str, dict] = {}
@@ -117,8 +122,8 @@ def run_step(step: Step, raw_dir: Path, prepared_dir: Path, *, force: bool = Fal
         if stale.stem not in info:
             stale.unlink()
     atomic_write_json(_manifest_path(prepared_dir, step.name), {"key": key, "version": step.version,
-                                                                "tables": info})
-    return PrepareReport(step.name, "prepared", {k: v["rows"] for k, v in info.items()})
+                                                                "tables": info, "notes": notes})
+    return PrepareReport(step.name, "prepared", {k: v["rows"] for k, v in info.items()}, notes)
 
 
 def load_table(prepared_dir: Path, step: str, table: str) -> pl.DataFrame:

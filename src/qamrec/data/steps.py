@@ -37,7 +37,7 @@ def _kg_tables(folder: Path) -> dict[str, Table]:
     return {"entities": kg.entities, "relations": kg.relations, "triples": kg.triples}
 
 
-def _redial(raw: Path, _: Path) -> dict[str, Table]:
+def _redial(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     parts = [read_redial_dialogues(raw / rel) for rel in REDIAL_RAW if (raw / rel).exists()]
     seen: set[str] = set()
     keep = []
@@ -56,7 +56,7 @@ def _redial(raw: Path, _: Path) -> dict[str, Table]:
     return tables | _kg_tables(raw / _REDIAL_UNICRS)
 
 
-def _inspired(raw: Path, _: Path) -> dict[str, Table]:
+def _inspired(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     from qamrec.data.inspired import read_inspired_unicrs
 
     tables = _kg_tables(raw / _INSPIRED_UNICRS)
@@ -70,26 +70,46 @@ def _inspired(raw: Path, _: Path) -> dict[str, Table]:
 
 
 def _movielens(folder: str):
-    def run(raw: Path, _: Path) -> dict[str, Table]:
+    def run(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
         d = raw / folder
-        tables: dict[str, Table] = {"movies": ml.read_movies(d / "movies.csv")}
+        movies = ml.read_movies(d / "movies.csv")
+        tables: dict[str, Table] = {"movies": movies}
         if (d / "links.csv").exists():
             tables["links"] = ml.read_links(d / "links.csv")
-        if (d / "ratings.csv").exists():
-            tables["ratings"] = lambda out: ml.sink_ratings(d / "ratings.csv", out)
-        if (d / "tags.csv").exists():
-            tables["tags"] = lambda out: ml.sink_tags(d / "tags.csv", out)
+        for name, sink in (("ratings", ml.sink_ratings), ("tags", ml.sink_tags)):
+            if (d / f"{name}.csv").exists():
+                tables[name] = _known_movies_only(d / f"{name}.csv", sink, movies, notes)
         return tables
 
     return run
 
 
-def _movielens_100k(raw: Path, _: Path) -> dict[str, Table]:
+def _known_movies_only(src: Path, sink, movies: pl.DataFrame, notes: list[str]):
+    """A streamed table of ``src`` without the rows whose movieId is not in the movie table (counted)."""
+
+    def write(out: Path) -> int:
+        full = out.with_name(out.name + ".all")
+        try:
+            total = sink(src, full)
+            known = movies.select(pl.col("movielens_id").cast(pl.Int32))
+            pl.scan_parquet(full).join(known.lazy(), on="movielens_id", how="semi").sink_parquet(
+                out, compression="zstd")
+        finally:
+            full.unlink(missing_ok=True)
+        kept = ml.parquet_num_rows(out)
+        if kept < total:
+            notes.append(f"{src.name}: skipped {total - kept:,} of {total:,} rows whose movieId is not in movies.csv")
+        return kept
+
+    return write
+
+
+def _movielens_100k(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     d = raw / "movielens/ml-100k"
     return {"ratings": ml.read_ml100k_ratings(d / "u.data"), "items": ml.read_ml100k_items(d / "u.item", d / "u.genre")}
 
 
-def _movielens_1m(raw: Path, _: Path) -> dict[str, Table]:
+def _movielens_1m(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     d = raw / "movielens/ml-1m"
     tables: dict[str, Table] = {"movies": ml.read_movies(d / "movies.dat")}
     if (d / "ratings.dat").exists():
@@ -101,7 +121,7 @@ def _movielens_1m(raw: Path, _: Path) -> dict[str, Table]:
     return tables
 
 
-def _tmdb(raw: Path, _: Path) -> dict[str, Table]:
+def _tmdb(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     from qamrec.data.tmdb import read_ml100k_links, read_tmdb_metadata
 
     d = raw / "tmdb"
@@ -113,13 +133,13 @@ def _tmdb(raw: Path, _: Path) -> dict[str, Table]:
     }
 
 
-def _posters(raw: Path, _: Path) -> dict[str, Table]:
+def _posters(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
     from qamrec.data.posters import scan_posters
 
     return {"posters": scan_posters(raw / "posters", relative_to=raw)}
 
 
-def _catalog(raw: Path, prepared: Path) -> dict[str, Table]:
+def _catalog(raw: Path, prepared: Path, notes: list[str]) -> dict[str, Table]:
     from qamrec.data.catalog import CatalogInputs, build_catalog, ground_truth_links
     from qamrec.data.kg import KnowledgeGraph
 
