@@ -18,6 +18,16 @@ def test_atomic_path_keeps_old_file_on_error(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary file left
 
 
+def test_atomic_file_gets_usual_mode(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "m.json"
+    atomic_write_json(target, [])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_sha256(tmp_path: Path) -> None:
     p = tmp_path / "x"
     p.write_bytes(b"abc")

@@ -184,7 +184,10 @@ def test_latin1_movies_dat(tmp_path: Path) -> None:
     p.write_bytes("73::Misérables, Les (1995)::Drama|Musical\n1320::Alien³ (1992)::Action|Horror\n".encode("latin-1"))
     df = ml.read_movies(p)
     assert df.schema == ml.MOVIES_SCHEMA
-    assert df.rows() == [(73, "Misérables, Les", 1995, ["Drama", "Musical"]), (1320, "Alien³", 1992, ["Action", "Horror"])]
+    assert df.rows() == [
+        (73, "Misérables, Les", 1995, ["Drama", "Musical"]),
+        (1320, "Alien³", 1992, ["Action", "Horror"]),
+    ]
     p.write_bytes(b"73::Les Mis (1995)\n")
     with pytest.raises(DataFormatError) as info:
         ml.read_movies(p)
@@ -201,7 +204,9 @@ def test_tags_with_commas_and_sink(tmp_path: Path) -> None:
 
 
 def test_sink_ratings_matches_read(tmp_path: Path) -> None:
-    rows = "".join(f"{u},{m},{(u + m) % 10 / 2 + 0.5},{1_000_000_000 + u * m}\n" for u in range(1, 40) for m in range(1, 30))
+    rows = "".join(
+        f"{u},{m},{(u + m) % 10 / 2 + 0.5},{1_000_000_000 + u * m}\n" for u in range(1, 40) for m in range(1, 30)
+    )
     p = _write(tmp_path / "ratings.csv", RATINGS_HEADER + rows)
     n = ml.sink_ratings(p, tmp_path / "ratings.parquet")
     df = ml.read_ratings(p)

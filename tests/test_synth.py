@@ -100,7 +100,11 @@ def test_popularity_skew(generated: tuple[float, Path, SynthStats]) -> None:
 def test_user_sessions(generated: tuple[float, Path, SynthStats]) -> None:
     _, out, _ = generated
     r = ml.read_ratings(out / "ratings.csv")
-    gaps = r.sort("user_id", "timestamp").group_by("user_id", maintain_order=True).agg(pl.col("timestamp").diff().drop_nulls())
+    gaps = (
+        r.sort("user_id", "timestamp")
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("timestamp").diff().drop_nulls())
+    )
     gaps = gaps.explode("timestamp")["timestamp"]
     assert (gaps < 3600).mean() > 0.8  # most consecutive ratings of a user are within the hour
 

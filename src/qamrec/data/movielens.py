@@ -1,28 +1,24 @@
 """Loaders for every MovieLens format qamrec reads, each returning polars frames with a fixed schema.
 
-===========================  ============================================  =============================
-loader                       file(s)                                       schema constant
-===========================  ============================================  =============================
-:func:`read_movies`          ``movies.csv`` (latest-small, 25M, 32M),      :data:`MOVIES_SCHEMA`
-                             ``movies.dat`` (1M, ``::``-separated)
-:func:`read_links`           ``links.csv``                                 :data:`LINKS_SCHEMA`
-:func:`read_ratings`,        ``ratings.csv`` (eager, lazy, and streamed    :data:`RATINGS_SCHEMA`
-:func:`scan_ratings`,        to Parquet in bounded memory)
-:func:`sink_ratings`
-:func:`read_tags`,           ``tags.csv``                                  :data:`TAGS_SCHEMA`
-:func:`sink_tags`
-:func:`read_ml100k_ratings`  ML-100K ``u.data`` (tab-separated)            :data:`ML100K_RATINGS_SCHEMA`
-:func:`read_ml100k_items`    ML-100K ``u.item`` (``|``-separated,          :data:`ML100K_ITEMS_SCHEMA`
-                             latin-1) with ``u.genre``
-:func:`read_implicit_split`  ML-1M ``implicit_split/`` train/test + maps   :data:`IMPLICIT_SCHEMA`
-:func:`read_llm_descriptions`  ``llm_response_item.json``                  :data:`DESCRIPTIONS_SCHEMA`
-===========================  ============================================  =============================
+* :func:`read_movies`: ``movies.csv`` (latest-small, 25M, 32M) or ML-1M ``movies.dat`` -> :data:`MOVIES_SCHEMA`
+* :func:`read_links`: ``links.csv`` -> :data:`LINKS_SCHEMA`
+* :func:`read_ratings`, :func:`scan_ratings`, :func:`sink_ratings` (streamed to Parquet in bounded
+  memory): ``ratings.csv`` -> :data:`RATINGS_SCHEMA`; :func:`read_ml1m_ratings`: ML-1M ``ratings.dat``
+* :func:`read_tags`, :func:`sink_tags`: ``tags.csv`` -> :data:`TAGS_SCHEMA`
+* :func:`read_ml100k_ratings`, :func:`read_ml100k_items`: ML-100K ``u.data``, ``u.item`` + ``u.genre``
+  -> :data:`ML100K_RATINGS_SCHEMA`, :data:`ML100K_ITEMS_SCHEMA`
+* :func:`read_implicit_split`: ML-1M ``implicit_split/`` -> :data:`IMPLICIT_SCHEMA`;
+  :func:`read_llm_descriptions`: ``llm_response_item.json`` -> :data:`DESCRIPTIONS_SCHEMA`
 
 Malformed input raises :class:`~qamrec.errors.DataFormatError` naming the file, the 1-based line (the
-header is line 1) and the field. polars' own CSV errors carry no line number, so on a polars failure
-the file is rescanned with the :mod:`csv` module to find the first bad line; the rescan runs only when
-something is wrong. The lazy :func:`scan_ratings` checks the header eagerly; value errors surface at
-``collect`` time as polars errors (use :func:`sink_ratings` or :func:`read_ratings` for located errors).
+header is line 1) and the field. polars' own CSV errors carry no line number, so only when polars fails
+the file is examined again: a fast polars pass reading every field as text finds the first bad record,
+and the :mod:`csv` module finds its line (a full csv-module rescan when the file does not even parse as
+text). A row with surplus fields in a file with one free-text column (the title of ``movies.csv``, the
+tag of ``tags.csv``) has an unquoted comma in that text: it is joined back and logged, not rejected.
+The ratings and tags loaders can check the movie ids against a movie table (``movies=``), raising for
+or dropping (``unknown="drop"``) rows of unknown movies. The lazy :func:`scan_ratings` checks the header
+eagerly; value errors surface at ``collect`` as polars errors.
 """
 
 from __future__ import annotations
@@ -80,9 +76,7 @@ MOVIES_SCHEMA = pl.Schema(
     {"movielens_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String)}
 )
 LINKS_SCHEMA = pl.Schema({"movielens_id": pl.Int64, "imdb_id": pl.String, "tmdb_id": pl.Int64})
-RATINGS_SCHEMA = pl.Schema(
-    {"user_id": pl.Int32, "movielens_id": pl.Int32, "rating": pl.Float32, "timestamp": pl.Int64}
-)
+RATINGS_SCHEMA = pl.Schema({"user_id": pl.Int32, "movielens_id": pl.Int32, "rating": pl.Float32, "timestamp": pl.Int64})
 TAGS_SCHEMA = pl.Schema({"user_id": pl.Int32, "movielens_id": pl.Int32, "tag": pl.String, "timestamp": pl.Int64})
 ML100K_RATINGS_SCHEMA = pl.Schema(
     {"user_id": pl.Int32, "ml100k_id": pl.Int32, "rating": pl.Float32, "timestamp": pl.Int64}
@@ -231,17 +225,78 @@ def _value_problem(value: str, col: _Col, empty_ok: bool) -> tuple[str, str] | N
 
 def _records(path: Path, has_header: bool, sep: str) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line, fields)`` for each non-blank data record of a UTF-8 delimited file."""
-    reader = csv.reader(_decoded_lines(path, "utf-8"), delimiter=sep, strict=True)
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep, strict=True)
+        try:
+            if has_header:
+                next(reader, None)
+            last = reader.line_num
+            for row in reader:
+                line, last = last + 1, reader.line_num
+                if row:
+                    yield line, row
+        except csv.Error as e:
+            raise DataFormatError(path, f"malformed CSV: {e}", line=reader.line_num) from None
+        except UnicodeDecodeError:  # find its line, decoding line by line
+            for _ in _decoded_lines(path, "utf-8"):
+                pass
+            raise DataFormatError(path, "not valid UTF-8", expected="UTF-8 text") from None
+
+
+def _first_bad_record(
+    path: Path, cols: Sequence[_Col], header: list[str] | None, sep: str, empty_ok: bool
+) -> int | None:
+    """Index of the first record with a bad value, found by a fast polars pass reading every field as
+    text; None when that pass finds nothing or cannot parse the file (then the slow rescan decides)."""
+    values = []
+    for col in cols:
+        v = pl.col(col.source)
+        bad = v.is_null()  # a short row
+        if not (col.nullable or (col.dtype == pl.String and empty_ok)):
+            bad = bad | (v == "")
+        if col.dtype != pl.String:
+            bad = bad | ((v != "") & v.cast(col.dtype, strict=False).is_null())
+        values.append(bad)
     try:
-        if has_header:
-            next(reader, None)
-        last = reader.line_num
-        for row in reader:
-            line, last = last + 1, reader.line_num
-            if row:
-                yield line, row
-    except csv.Error as e:
-        raise DataFormatError(path, f"malformed CSV: {e}", line=reader.line_num) from None
+        found = (
+            pl.scan_csv(
+                path,
+                separator=sep,
+                has_header=header is not None,
+                infer_schema=False,
+                null_values=None,
+                empty_string_is_null=False,
+                new_columns=None if header is not None else [c.source for c in cols],
+            )
+            .with_row_index("_k")
+            .filter(pl.any_horizontal(values))
+            .select("_k")
+            .head(1)
+            .collect(engine="streaming")
+        )
+    except pl.exceptions.PolarsError:
+        return None
+    return int(found["_k"].item()) if found.height else None
+
+
+def _check_record(
+    path: Path, cols: Sequence[_Col], header: list[str] | None, sep: str, empty_ok: bool, k: int
+) -> DataFormatError | None:
+    """The error in the ``k``-th (0-based) data record of ``path``, if it has one."""
+    names = header if header is not None else [c.source for c in cols]
+    for i, (line, row) in enumerate(_records(path, header is not None, sep)):
+        if i < k:
+            continue
+        if len(row) != len(names):
+            return DataFormatError(
+                path, f"{len(row)} fields", line=line, expected=f"{len(names)} fields ({', '.join(names)})"
+            )
+        for col in cols:
+            problem = _value_problem(row[names.index(col.source)], col, empty_ok)
+            if problem is not None:
+                return DataFormatError(path, problem[0], line=line, field=col.source, expected=problem[1])
+        return None
+    return None
 
 
 def _fit_row(row: list[str], n: int, free_at: int | None, sep: str) -> list[str] | None:
@@ -313,6 +368,9 @@ def _diagnose(
 ) -> _Scan:  # fmt: skip
     """After polars failed on ``path`` for ``reason``: raise the located error, or return a scan that
     found only repairable rows (then the caller reads a repaired copy)."""
+    k = _first_bad_record(path, cols, header, sep, empty_ok)
+    if k is not None and (error := _check_record(path, cols, header, sep, empty_ok, k)) is not None:
+        raise error
     scan = _scan_file(path, cols, header, sep=sep, empty_ok=empty_ok, free_text=free_text)
     if scan.error is not None:
         raise scan.error
@@ -431,6 +489,7 @@ def _sink_csv(
 # Referential check: ratings and tags against a movie table
 # --------------------------------------------------------------------------------------------------
 
+
 def _movie_ids(movies: MovieIds | None) -> pl.Series | None:
     if movies is None:
         return None
@@ -547,13 +606,17 @@ def _read_movies_dat(path: Path) -> pl.DataFrame:
             continue
         parts = line.split("::")
         if len(parts) != 3:
-            raise DataFormatError(path, f"{len(parts)} '::'-separated fields", line=lineno, expected="MovieID::Title::Genres")
+            raise DataFormatError(
+                path, f"{len(parts)} '::'-separated fields", line=lineno, expected="MovieID::Title::Genres"
+            )
         ids.append(_parse_int(path, parts[0], lineno, "MovieID"))
         titles.append(parts[1])
         genres.append(parts[2])
     if not ids:
         raise DataFormatError(path, "no movies", expected="MovieID::Title::Genres lines")
-    df = pl.DataFrame({"movielens_id": ids, "title": titles, "genres": genres}, schema_overrides={"movielens_id": pl.Int64})
+    df = pl.DataFrame(
+        {"movielens_id": ids, "title": titles, "genres": genres}, schema_overrides={"movielens_id": pl.Int64}
+    )
     return _finish_movies(df)
 
 
@@ -575,9 +638,7 @@ def read_links(path: str | Path) -> pl.DataFrame:
     """Read ``links.csv``: :data:`LINKS_SCHEMA` (``imdb_id`` as ``"tt"`` + at least 7 zero-padded digits,
     ``tmdb_id`` null where the file has none)."""
     df = _read_csv(path, _LINKS_COLS)
-    return df.with_columns(
-        pl.concat_str(pl.lit("tt"), pl.col("imdb_id").cast(pl.String).str.zfill(7)).alias("imdb_id")
-    )
+    return df.with_columns(pl.concat_str(pl.lit("tt"), pl.col("imdb_id").cast(pl.String).str.zfill(7)).alias("imdb_id"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -627,9 +688,7 @@ def sink_tags(
     src_csv: str | Path, out_parquet: str | Path, *, movies: MovieIds | None = None, unknown: Unknown = "error"
 ) -> int:
     """Convert ``tags.csv`` to Parquet (:data:`TAGS_SCHEMA`) like :func:`sink_ratings`; return the row count."""
-    return _sink_csv(
-        src_csv, out_parquet, _TAGS_COLS, empty_ok=True, free_text="tag", movies=movies, unknown=unknown
-    )
+    return _sink_csv(src_csv, out_parquet, _TAGS_COLS, empty_ok=True, free_text="tag", movies=movies, unknown=unknown)
 
 
 def read_ml1m_ratings(path: str | Path) -> pl.DataFrame:
@@ -731,10 +790,8 @@ def read_ml100k_items(path: str | Path, genre_path: str | Path | None = None) ->
             continue
         parts = line.split("|")
         if len(parts) != n_fields:
-            raise DataFormatError(
-                path, f"{len(parts)} '|'-separated fields", line=lineno,
-                expected=f"{n_fields}: movie id|title|release date|video release date|IMDb URL|{len(genres)} genre flags",
-            )  # fmt: skip
+            layout = f"movie id|title|release date|video release date|IMDb URL|{len(genres)} genre flags"
+            raise DataFormatError(path, f"{len(parts)} '|'-separated fields", line=lineno, expected=layout)
         flags = parts[5:]
         for g, flag in zip(genres, flags, strict=True):
             if flag.strip() not in ("0", "1"):
@@ -820,7 +877,9 @@ def read_implicit_split(folder: str | Path) -> pl.DataFrame:
     frames = []
     for split in ("train", "test"):
         u, i = _read_interactions(folder / f"{split}.txt", users, items)
-        frames.append(pl.DataFrame({"user_id": u, "movielens_id": i, "split": [split] * u.size}, schema=IMPLICIT_SCHEMA))
+        frames.append(
+            pl.DataFrame({"user_id": u, "movielens_id": i, "split": [split] * u.size}, schema=IMPLICIT_SCHEMA)
+        )
     return pl.concat(frames)
 
 
@@ -830,7 +889,9 @@ def read_llm_descriptions(path: str | Path) -> pl.DataFrame:
     _require_file(path)
     data = read_json(path)
     if not isinstance(data, dict):
-        raise DataFormatError(path, f"top level is a {type(data).__name__}", expected="an object movieId -> description")
+        raise DataFormatError(
+            path, f"top level is a {type(data).__name__}", expected="an object movieId -> description"
+        )
     ids: list[int] = []
     texts: list[str] = []
     for key, value in data.items():
