@@ -184,17 +184,10 @@ def demo(
 def main() -> None:
     """Entry point: user errors are one clear line on stderr and exit status 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print a usage line and exit 2
     except QamrecError as e:
         err_console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except __import__("click").ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

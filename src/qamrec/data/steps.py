@@ -5,6 +5,7 @@ Raw paths are relative to the data root (``$QAMREC_HOME/raw``, laid out like ``s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -198,7 +199,7 @@ def _catalog(raw: Path, prepared: Path, notes: list[str]) -> dict[str, Table]:
     )
     cat = build_catalog(inp)
     out: dict[str, Table] = {"movies": cat.movies, "links": cat.links,
-                             "summary": pl.DataFrame({"json": [__import__("json").dumps(cat.summary)]})}
+                             "summary": pl.DataFrame({"json": [json.dumps(cat.summary)]})}
     if turns is not None:
         entity_of = {int(k): v for k, v in cat.links.filter(pl.col("source") == "redial").select("key", "movie_id").iter_rows()}
         row_entity = dict(cat.movies.select("movie_id", "redial_entity").iter_rows())
