@@ -89,15 +89,9 @@ def _known_movies_only(src: Path, sink, movies: pl.DataFrame, notes: list[str]):
     """A streamed table of ``src`` without the rows whose movieId is not in the movie table (counted)."""
 
     def write(out: Path) -> int:
-        full = out.with_name(out.name + ".all")
-        try:
-            total = sink(src, full)
-            known = movies.select(pl.col("movielens_id").cast(pl.Int32))
-            pl.scan_parquet(full).join(known.lazy(), on="movielens_id", how="semi").sink_parquet(
-                out, compression="zstd")
-        finally:
-            full.unlink(missing_ok=True)
-        kept = ml.parquet_num_rows(out)
+        kept = sink(src, out, movies=movies, unknown="drop")
+        rows = pl.scan_csv(src, infer_schema=False, truncate_ragged_lines=True).select(pl.len())
+        total = rows.collect(engine="streaming").item()
         if kept < total:
             notes.append(f"{src.name}: skipped {total - kept:,} of {total:,} rows whose movieId is not in movies.csv")
         return kept
