@@ -175,12 +175,6 @@ def _join(folder: str, rel: PurePosixPath | str) -> str:
     return str(PurePosixPath(folder) / rel) if folder else str(rel)
 
 
-def _expected(spec: DatasetSpec, path: str, verify: bool) -> str:
-    if not verify:
-        return ""
-    return next((f.sha256 for f in spec.files if f.path == path), "")
-
-
 def _extract_zip(
     spec: DatasetSpec, source: SourceSpec, archive: Path, raw_dir: Path, verify: bool
 ) -> dict[str, str]:
@@ -212,7 +206,7 @@ def _extract_zip(
                 plan.append((info, _join(source.dest, inner)))
         written: dict[str, str] = {}
         for info, path in plan:
-            expected = _expected(spec, path, verify)
+            expected = spec.digest(path) if verify else ""
             with atomic_path(raw_dir / path) as tmp:
                 h = hashlib.sha256()
                 with zf.open(info) as src, open(tmp, "wb") as out:  # zipfile checks the CRC at the end
@@ -238,7 +232,7 @@ def _check_source(spec: DatasetSpec, source: SourceSpec) -> None:
         ok = (not source.dest or _safe_relative(source.dest) is not None) and ".." not in source.strip
     if not ok:
         raise QamrecError(f"{where}: unsafe path, dest or strip (absolute, or with '..')")
-    on_record = _expected(spec, source.path, True) if source.archive == "none" else ""
+    on_record = spec.digest(source.path) if source.archive == "none" else ""
     if source.sha256 and on_record and source.sha256 != on_record:
         raise QamrecError(f"{where}: sha256 {source.sha256} contradicts {source.path}'s {on_record}")
 
@@ -281,7 +275,7 @@ def fetch_remote(
             written |= _extract_zip(spec, source, archive, raw_dir, verify)
             archive.unlink(missing_ok=True)
             continue
-        expected = (source.sha256 if verify else "") or _expected(spec, source.path, verify)
+        expected = (source.sha256 or spec.digest(source.path)) if verify else ""
         dest = raw_dir / source.path
         if expected and dest.is_file() and sha256_file(dest) == expected:
             written[source.path] = expected  # already here and verified: nothing to download

@@ -117,7 +117,7 @@ def _fetch_local(
     if new:
         _record(raw_dir, new)
     report.recorded = {
-        k: v for k, v in new.items() if not any(f.path == k and f.sha256 for f in spec.files)
+        k: v for k, v in new.items() if not spec.digest(k)
     }
     return report
 
@@ -147,6 +147,6 @@ def fetch(
     for f in spec.files:
         if f.path not in written and not (raw_dir / f.path).is_file():
             report.missing[f.path] = f.note or "not provided by the official sources"
-    report.recorded = {k: v for k, v in written.items() if not any(f.path == k and f.sha256 for f in spec.files)}
+    report.recorded = {k: v for k, v in written.items() if not spec.digest(k)}
     _record(raw_dir, written)
     return report

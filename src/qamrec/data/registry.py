@@ -62,11 +62,9 @@ class DatasetSpec(BaseModel):
     #: why the dataset has no official source, or which of its files no official source provides
     note: str = ""
 
-    def file(self, path: str) -> FileSpec:
-        for f in self.files:
-            if f.path == path:
-                return f
-        raise KeyError(path)
+    def digest(self, path: str) -> str:
+        """The SHA256 on record for ``path``; ``""`` when the file is unlisted or has none on record."""
+        return next((f.sha256 for f in self.files if f.path == path), "")
 
 
 @cache
