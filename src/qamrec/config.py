@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["DataConfig", "Config", "load_config"]
+__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
 
 
 class DataConfig(BaseModel):
@@ -33,6 +33,66 @@ class DataConfig(BaseModel):
     )
 
 
+class FeatureConfig(BaseModel):
+    """Pretrained encoders (loaded offline) and their embedding cache."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_model: str = Field(default="all-MiniLM-L6-v2",
+                            description="sentence-transformers model: the packaged default or a local folder")
+    batch_size: int = Field(default=64, ge=1)
+    posters: bool = Field(default=True, description="encode posters with EfficientNet-Lite0")
+
+
+class GraphConfig(BaseModel):
+    """What ``graph build`` puts into the heterogeneous graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ratings: list[str] = Field(default=["movielens-small", "movielens-100k"],
+                               description="prepared MovieLens rating tables whose users become user nodes")
+    tags: bool = True
+    kg: bool = Field(default=True, description="DBpedia entities and movie-entity relations")
+    dialogues: bool = Field(default=True, description="training dialogues as nodes with their mentions")
+    comention_min: int = Field(default=1, ge=1, description="co-mentions needed for a movie-movie edge")
+    text_knn: int = Field(default=10, ge=0, description="text-similarity neighbours per movie (0: none)")
+    poster_knn: int = Field(default=10, ge=0, description="poster-similarity neighbours per movie (0: none)")
+    heldout_fraction: float = Field(default=0.3, ge=0.0, lt=1.0,
+                                    description="share of the published validation dialogues held out for testing "
+                                                "when they are also the training pool (ReDial)")
+
+
+class ModelConfig(BaseModel):
+    """The query-aware GAT recommender and its ablations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(default=128, ge=8)
+    layers: int = Field(default=2, ge=0)
+    heads: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    encoder: str = Field(default="gat", pattern="^(gat|mlp)$", description="gat, or mlp (no graph)")
+    pooling: str = Field(default="attention", pattern="^(attention|mean)$")
+    text_features: bool = True
+    poster_features: bool = True
+    retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
+
+
+class TrainConfig(BaseModel):
+    """Optimisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-2, ge=0)
+    patience: int = Field(default=4, ge=1, description="epochs without a better dev NDCG@10 before stopping")
+    dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
+                                description="share of training dialogues held out for early stopping")
+    threads: int = Field(default=0, ge=0, description="torch threads (0: torch's default)")
+
+
 class Config(BaseSettings):
     """The resolved configuration of a run."""
 
@@ -41,6 +101,10 @@ class Config(BaseSettings):
     home: Path = Field(default=Path("~/.cache/qamrec"), description="data home: fetched, prepared, runs")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     @field_validator("home")
     @classmethod
@@ -57,6 +121,16 @@ class Config(BaseSettings):
         """Typed tables (Parquet) made by ``data prepare``."""
         return self.home / "prepared"
 
+    @property
+    def cache_dir(self) -> Path:
+        """Embedding caches (keyed by model name and content hash)."""
+        return self.home / "cache"
+
+    @property
+    def graph_dir(self) -> Path:
+        """Built graphs, one folder per dataset."""
+        return self.home / "graphs"
+
     def with_overrides(self, overrides: list[str]) -> Config:
         """Return a copy with ``key=value`` overrides applied (dotted keys for nested fields)."""
         data: dict[str, Any] = self.model_dump()
@@ -72,7 +146,10 @@ class Config(BaseSettings):
                 node = node[p]
             if parts[-1] not in node:
                 raise QamrecError(f"--set {item!r}: unknown config key '{key}' (known: {sorted(node)})")
-            node[parts[-1]] = None if value.lower() in {"none", "null"} else value
+            if isinstance(node[parts[-1]], list):  # a list is given comma-separated; "" is the empty list
+                node[parts[-1]] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                node[parts[-1]] = None if value.lower() in {"none", "null"} else value
         try:
             return Config.model_validate(data)
         except ValidationError as e:

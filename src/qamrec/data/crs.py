@@ -1,0 +1,171 @@
+"""Conversational-recommendation datasets: where each one's knowledge graph, candidates and dialogues live,
+and the train / dev / held-out split of its dialogues.
+
+A :class:`CRSSource` names files and prepared tables only; the graph and the models never see a dataset's
+name. ReDial's training pool is the 1,813 raw dialogues we have (the two published validation subsets), so a
+fixed, seeded share of the UniCRS validation file's dialogues is held out for testing and never enters the
+graph or the training examples. INSPIRED trains on its train split and is tested on its validation file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from qamrec.config import Config
+from qamrec.data.prepare import load_table
+from qamrec.errors import MissingDataError
+from qamrec.eval.protocol import CRSExample, read_crs_examples, read_item_ids
+from qamrec.io import read_json, sha256_file
+
+__all__ = ["CRSSource", "CRS_SOURCES", "CRSData", "load_crs", "examples_from_turns", "split_dialogues"]
+
+
+@dataclass(frozen=True)
+class CRSSource:
+    """Where a CRS dataset's parts are (raw paths relative to the raw folder; prepared step names)."""
+
+    kg_step: str  # prepared step with entities / relations / triples (the UniCRS entity space)
+    link_source: str  # catalog links ``source`` mapping the dataset's entity ids to catalog movies
+    item_ids: str  # the candidate item set (entity ids)
+    entity2id: str
+    valid_file: str  # the published validation file (UniCRS format)
+    train_file: str | None = None  # a training file in the same format, if the dataset has one
+    turns_table: tuple[str, str] | None = None  # (step, table) of raw turns when there is no training file
+
+
+CRS_SOURCES: dict[str, CRSSource] = {
+    "redial": CRSSource("redial", "redial_entity", "redial/unicrs/item_ids.json", "redial/unicrs/entity2id.json",
+                        "redial/unicrs/valid_data_processed.jsonl", turns_table=("catalog", "redial_turns")),
+    "inspired": CRSSource("inspired", "inspired_entity", "inspired/unicrs/item_ids.json",
+                          "inspired/unicrs/entity2id.json", "inspired/unicrs/valid_data_dbpedia.jsonl",
+                          train_file="inspired/unicrs/train_data_dbpedia.jsonl"),
+}
+
+
+@dataclass
+class CRSData:
+    """One CRS dataset, split: ``train`` and ``dev`` examples come from training dialogues only."""
+
+    name: str
+    entities: pl.DataFrame  # entity_id, uri, label, is_item
+    relations: pl.DataFrame  # relation_id, uri, label, kept
+    triples: pl.DataFrame  # head, relation_id, tail
+    item_ids: list[int]
+    entity_movie: dict[int, int]  # dataset entity id -> catalog movie id
+    train: list[CRSExample]
+    dev: list[CRSExample]
+    train_dialogues: pl.DataFrame  # dialogue_id (str), movie_entities (list[int]) of training dialogues (graph)
+    test_file: Path
+    heldout: list[int] | None  # dialogue indices of ``test_file`` held out (None: the whole file is test)
+    test_sha256: str
+    entity2id: dict[str, int] | None
+
+
+def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
+    """A fixed, seeded choice of ``round(fraction * n)`` of ``n`` dialogue indices (sorted)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n)[: int(round(fraction * n))])
+
+
+def examples_from_turns(turns: pl.DataFrame) -> list[CRSExample]:
+    """UniCRS-style examples from raw turns in the dataset's entity space.
+
+    Every recommender turn that mentions movies gives one example per movie; its context is every earlier
+    turn's text and its entities every earlier turn's movies and entities (first mention order, no repeats).
+    """
+    out: list[CRSExample] = []
+    has_ent = "entities" in turns.columns
+    for d_index, (_, part) in enumerate(turns.sort("dialogue_id", "turn").group_by("dialogue_id", maintain_order=True)):
+        context: list[str] = []
+        entities: list[int] = []
+        for row in part.iter_rows(named=True):
+            movies = row["movie_entities"] or []
+            if row["role"] == "recommender" and movies and context:
+                for m in movies:
+                    out.append(CRSExample(dialogue=d_index, turn=row["turn"], context=tuple(context),
+                                          entities=tuple(entities), item=int(m), resp=row["text"]))
+            context.append(row["text"] or "")
+            for e in list(movies) + list((row["entities"] or []) if has_ent else []):
+                if e not in entities:
+                    entities.append(int(e))
+    return out
+
+
+def _dev_split(examples: list[CRSExample], fraction: float, seed: int) -> tuple[list[CRSExample], list[CRSExample]]:
+    dialogues = sorted({e.dialogue for e in examples})
+    dev = set(np.asarray(dialogues)[split_dialogues(len(dialogues), fraction, seed + 1)].tolist())
+    return [e for e in examples if e.dialogue not in dev], [e for e in examples if e.dialogue in dev]
+
+
+def load_crs(name: str, config: Config) -> CRSData:
+    """Load a CRS dataset from the prepared tables and raw files of ``config.home``, split for training."""
+    if name not in CRS_SOURCES:
+        raise MissingDataError(f"unknown CRS dataset {name!r} (known: {', '.join(CRS_SOURCES)})")
+    src = CRS_SOURCES[name]
+    raw, prepared = config.raw_dir, config.prepared_dir
+    for rel in (src.item_ids, src.entity2id, src.valid_file) + ((src.train_file,) if src.train_file else ()):
+        if not (raw / rel).exists():
+            raise MissingDataError(f"{raw / rel} is missing: run `qamrec data fetch {name}` first")
+    links = load_table(prepared, "catalog", "links").filter(pl.col("source") == src.link_source)
+    entity_movie = {int(k): int(m) for k, m in links.select("key", "movie_id").iter_rows()}
+    entity2id = {str(k): int(v) for k, v in read_json(raw / src.entity2id).items()}
+    test_file = raw / src.valid_file
+    if src.train_file:
+        examples = read_crs_examples(raw / src.train_file, entity2id)
+        heldout = None
+        turns = load_table(prepared, src.kg_step, "turns")
+        prefix = Path(src.train_file).stem + ":"
+        turns = turns.filter(pl.col("dialogue_id").str.starts_with(prefix))
+        # examples number the file's dialogues in order; turn ids are "<stem>:<line>"
+        order = sorted(turns["dialogue_id"].unique().to_list(), key=lambda d: int(d.rsplit(":", 1)[1]))
+    else:
+        step, table = src.turns_table  # type: ignore[misc]
+        turns = load_table(prepared, step, table)
+        dialogues = load_table(prepared, src.kg_step, "dialogues")
+        # the processed validation file lists the dialogues of the raw UniCRS split, in the same order
+        first = dialogues.filter(pl.col("source").str.starts_with("unicrs_"))["dialogue_id"].to_list()
+        heldout = split_dialogues(len(first), config.graph.heldout_fraction, config.seed).tolist()
+        held_ids = {first[i] for i in heldout}
+        turns = turns.filter(~pl.col("dialogue_id").is_in(list(held_ids)))
+        examples = examples_from_turns(turns)
+        order = sorted(turns["dialogue_id"].unique().to_list())
+    train, dev = _dev_split(examples, config.train.dev_fraction, config.seed)
+    dev_ids = {order[i] for i in {e.dialogue for e in dev}}
+    train_ids = [d for d in order if d not in dev_ids]
+    kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
+    return CRSData(
+        name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
+        item_ids=read_item_ids(raw / src.item_ids), entity_movie=entity_movie, train=train, dev=dev,
+        train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, prepared,
+                                  src.kg_step),
+        test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
+    )
+
+
+def _mentions(turns: pl.DataFrame, entity_movie: dict[int, int], prepared: Path, step: str) -> pl.DataFrame:
+    """dialogue_id, movie_id, liked, disliked, seen: the movies each training dialogue mentions.
+
+    The seeker's answers come from the raw ReDial questionnaires where the step has them (1 = yes, 0 = no,
+    anything else unknown); otherwise all three are 0.
+    """
+    rows = (turns.select("dialogue_id", pl.col("movie_entities").alias("e")).explode("e").drop_nulls("e")
+            .with_columns(pl.col("e").replace_strict(entity_movie, default=None, return_dtype=pl.Int64)
+                          .alias("movie_id")).drop_nulls("movie_id").select("dialogue_id", "movie_id").unique())
+    zero = pl.lit(0, pl.Float32)
+    try:
+        mentions = load_table(prepared, step, "mentions")
+        links = load_table(prepared, "catalog", "links").filter(pl.col("source") == "redial")
+    except MissingDataError:
+        return rows.with_columns(liked=zero, disliked=zero, seen=zero)
+    q = (mentions.join(links.select(pl.col("key").cast(pl.Int64).alias("redial_id"), "movie_id"), on="redial_id")
+         .select("dialogue_id", "movie_id",
+                 (pl.col("seeker_liked") == 1).cast(pl.Float32).alias("liked"),
+                 (pl.col("seeker_liked") == 0).cast(pl.Float32).alias("disliked"),
+                 (pl.col("seeker_seen") == 1).cast(pl.Float32).alias("seen"))
+         .unique(["dialogue_id", "movie_id"]))
+    return (rows.join(q, on=["dialogue_id", "movie_id"], how="left")
+            .with_columns(pl.col("liked", "disliked", "seen").fill_null(0.0)).sort("dialogue_id", "movie_id"))

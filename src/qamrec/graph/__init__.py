@@ -1,0 +1,1 @@
+"""The heterogeneous graph: build (from prepared tables) and store (safetensors + JSON)."""

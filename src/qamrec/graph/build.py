@@ -1,0 +1,273 @@
+"""``qamrec graph build``: one heterogeneous graph per CRS dataset from the prepared tables.
+
+Node types: ``movie``, ``user`` (MovieLens raters), ``dialogue`` (training conversations only), ``tag``,
+``genre``, ``entity`` (DBpedia entities of the dataset's knowledge graph that are not candidate movies).
+
+Edge types (each also reversed, ``rev_<rel>``): ``user-rates->movie`` (rating / 5 as attribute),
+``dialogue-mentions->movie`` (seeker liked / disliked / seen), ``movie-has_genre->genre``,
+``movie-has_tag->tag``, ``movie-<kg relation>->entity`` (one type per KG relation), and the movie-movie
+semantic graphs of MSCRS (Wei et al., SIGIR 2025): ``comentioned`` (in at least ``comention_min`` training
+dialogues), ``text_knn`` and ``poster_knn`` (top-k cosine neighbours).
+
+Only training dialogues enter the graph: held-out and dev dialogues give neither nodes nor co-mentions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from collections import Counter
+from collections.abc import Callable
+from itertools import combinations
+
+import numpy as np
+import polars as pl
+import torch
+from torch_geometric.data import HeteroData
+import torch_geometric.transforms as T
+
+from qamrec.config import Config
+from qamrec.data.crs import CRSData
+from qamrec.data.prepare import load_table, step_outputs
+from qamrec.graph.store import Graph
+
+__all__ = ["build_graph", "build_or_load", "graph_key", "movie_text", "knn_edges"]
+
+Encode = Callable[[list[str]], np.ndarray]
+EncodeImages = Callable[[list[str]], np.ndarray]
+
+
+def movie_text(row: dict) -> str:
+    """The text a movie is embedded from: title (year), genres, director, cast and plot."""
+    parts = [f"{row['title']} ({row['year']})" if row.get("year") else str(row["title"])]
+    if row.get("genres"):
+        parts.append("Genres: " + ", ".join(row["genres"]) + ".")
+    if row.get("director"):
+        parts.append("Directed by " + ", ".join(row["director"][:3]) + ".")
+    if row.get("cast"):
+        parts.append("Starring " + ", ".join(row["cast"][:5]) + ".")
+    if row.get("plot"):
+        parts.append(str(row["plot"]))
+    return " ".join(parts)
+
+
+def knn_edges(x: torch.Tensor, k: int, mask: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
+    """Top-``k`` cosine neighbours of each row of ``x`` (self excluded; rows outside ``mask`` take no part).
+
+    Returns ``edge_index`` [2, E] from neighbour to row (messages flow neighbour -> node). Similarities <= 0
+    are dropped (MSCRS sets negative similarities to 0).
+    """
+    idx = torch.arange(x.shape[0]) if mask is None else mask.nonzero().view(-1)
+    if k == 0 or idx.numel() < 2:
+        return torch.empty(2, 0, dtype=torch.long)
+    z = torch.nn.functional.normalize(x[idx].float(), dim=1)
+    k = min(k, idx.numel() - 1)
+    src, dst = [], []
+    for s in range(0, z.shape[0], chunk):
+        sim = z[s:s + chunk] @ z.T
+        sim[torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])] = -2.0
+        val, nb = sim.topk(k, dim=1)
+        keep = val > 0
+        rows = torch.arange(s, s + sim.shape[0]).unsqueeze(1).expand_as(nb)
+        src.append(idx[nb[keep]])
+        dst.append(idx[rows[keep]])
+    return torch.stack([torch.cat(src), torch.cat(dst)])
+
+
+def _index(keys: list) -> dict:
+    return {k: i for i, k in enumerate(keys)}
+
+
+def _edge(pairs: list[tuple[int, int]] | np.ndarray) -> torch.Tensor:
+    a = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    return torch.from_numpy(np.ascontiguousarray(a.T))
+
+
+def _ratings(config: Config, movies: pl.DataFrame) -> pl.DataFrame:
+    """user (``<table>:<id>``), movie_id, rating of every configured MovieLens rating table."""
+    parts = []
+    prepared = config.prepared_dir
+    for step in config.graph.ratings:
+        m = step_outputs(prepared, step)
+        if m is None or "ratings" not in m["tables"]:
+            continue
+        r = load_table(prepared, step, "ratings")
+        if "ml100k_id" in r.columns:  # ML-100K has its own movie ids; the catalog maps them
+            ids = movies.select(pl.col("ml100k_id").cast(pl.Int32), "movie_id").drop_nulls()
+            r = r.join(ids, on="ml100k_id")
+        else:
+            r = r.with_columns(pl.col("movielens_id").cast(pl.Int64).alias("movie_id"))
+        parts.append(r.select((pl.lit(step + ":") + pl.col("user_id").cast(pl.String)).alias("user"),
+                              "movie_id", pl.col("rating").cast(pl.Float32)))
+    if not parts:
+        return pl.DataFrame(schema={"user": pl.String, "movie_id": pl.Int64, "rating": pl.Float32})
+    return pl.concat(parts)
+
+
+def _clean_label(label: str) -> str:
+    return re.split(r"\s{2,}", label.strip())[0]
+
+
+def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_posters: EncodeImages | None,
+                log: Callable[[str], None] = lambda s: None) -> Graph:
+    """Assemble the graph of ``crs`` (see the module docstring) with features from the given encoders."""
+    g = config.graph
+    catalog = load_table(config.prepared_dir, "catalog", "movies")
+    candidates_movie = [crs.entity_movie[e] for e in crs.item_ids]
+    ratings = _ratings(config, catalog)
+    dialogue_movies = crs.train_dialogues if g.dialogues else crs.train_dialogues.clear()
+    rest = set(ratings["movie_id"].to_list()) | set(dialogue_movies["movie_id"].to_list())
+    first = list(dict.fromkeys(candidates_movie))
+    movie_ids = first + sorted(rest - set(first))
+    mix = _index(movie_ids)
+    movies = pl.DataFrame({"movie_id": movie_ids}).join(catalog, on="movie_id", how="left", maintain_order="left")
+    rows = movies.to_dicts()
+    data = HeteroData()
+
+    log(f"encoding {len(rows):,} movie texts")
+    data["movie"].x_text = torch.from_numpy(encode_text([movie_text(r) for r in rows]))
+    data["movie"].num_nodes = len(rows)
+    has_poster = torch.tensor([bool(r.get("poster_path")) for r in rows])
+    if encode_posters is not None and bool(has_poster.any()):
+        log(f"encoding {int(has_poster.sum()):,} posters")
+        feats = encode_posters([r["poster_path"] for r in rows if r.get("poster_path")])
+        x_poster = torch.zeros(len(rows), feats.shape[1])
+        x_poster[has_poster] = torch.from_numpy(feats)
+        data["movie"].x_poster = x_poster
+    else:
+        has_poster[:] = False
+    data["movie"].has_poster = has_poster
+
+    # users and ratings
+    users = sorted(set(ratings["user"].to_list()))
+    if users:
+        uix = _index(users)
+        data["user"].num_nodes = len(users)
+        data["user", "rates", "movie"].edge_index = _edge(
+            [(uix[u], mix[m]) for u, m in ratings.select("user", "movie_id").iter_rows()])
+        data["user", "rates", "movie"].edge_attr = torch.from_numpy(ratings["rating"].to_numpy() / 5.0).float()[:, None]
+
+    # training dialogues
+    dialogues = sorted(set(dialogue_movies["dialogue_id"].to_list()))
+    if dialogues:
+        dix = _index(dialogues)
+        data["dialogue"].num_nodes = len(dialogues)
+        dm = dialogue_movies.filter(pl.col("movie_id").is_in(movie_ids))
+        data["dialogue", "mentions", "movie"].edge_index = _edge(
+            [(dix[d], mix[m]) for d, m in dm.select("dialogue_id", "movie_id").iter_rows()])
+        data["dialogue", "mentions", "movie"].edge_attr = torch.from_numpy(
+            dm.select("liked", "disliked", "seen").to_numpy().astype(np.float32))
+        pairs: Counter = Counter()
+        for _, part in dm.group_by("dialogue_id"):
+            for a, b in combinations(sorted(mix[m] for m in part["movie_id"]), 2):
+                pairs[(a, b)] += 1
+        co = [p for p, c in pairs.items() if c >= g.comention_min]
+        co = co + [(b, a) for a, b in co]
+        if co:
+            data["movie", "comentioned", "movie"].edge_index = _edge(co)
+
+    # genres
+    genre_pairs = [(mix[r["movie_id"]], gname.strip().lower()) for r in rows for gname in (r.get("genres") or [])
+                   if gname.strip() and not gname.startswith("(")]
+    genres = sorted({gname for _, gname in genre_pairs})
+    if genres:
+        gix = _index(genres)
+        data["genre"].x_text = torch.from_numpy(encode_text(genres))
+        data["genre"].num_nodes = len(genres)
+        data["movie", "has_genre", "genre"].edge_index = _edge(sorted({(m, gix[x]) for m, x in genre_pairs}))
+
+    # tags
+    tags: list[str] = []
+    if g.tags and (m := step_outputs(config.prepared_dir, "movielens-small")) and "tags" in m["tables"]:
+        t = (load_table(config.prepared_dir, "movielens-small", "tags")
+             .select(pl.col("movielens_id").cast(pl.Int64).alias("movie_id"),
+                     pl.col("tag").str.strip_chars().str.to_lowercase())
+             .filter(pl.col("movie_id").is_in(movie_ids) & (pl.col("tag").str.len_chars() > 0)).unique())
+        tags = sorted(set(t["tag"].to_list()))
+        if tags:
+            tix = _index(tags)
+            data["tag"].x_text = torch.from_numpy(encode_text(tags))
+            data["tag"].num_nodes = len(tags)
+            data["movie", "has_tag", "tag"].edge_index = _edge(
+                sorted({(mix[a], tix[b]) for a, b in t.iter_rows()}))
+
+    # knowledge graph
+    entity_ids: list[int] = []
+    entity_labels: list[str] = []
+    if g.kg:
+        ents = crs.entities.filter(~pl.col("entity_id").is_in(list(crs.entity_movie)))
+        entity_ids = ents["entity_id"].to_list()
+        entity_labels = ents["label"].to_list()
+        eix = _index(entity_ids)
+        data["entity"].x_text = torch.from_numpy(encode_text([_clean_label(x) for x in ents["label"].to_list()]))
+        data["entity"].num_nodes = len(entity_ids)
+        rel = crs.relations.filter(pl.col("kept") & (pl.col("uri") != "self_loop"))
+        names = {r: re.sub(r"\W+", "_", lab.strip()) for r, lab in rel.select("relation_id", "label").iter_rows()}
+        by_type: dict[tuple[str, str, str], set[tuple[int, int]]] = {}
+        for h, r, t in crs.triples.filter(pl.col("relation_id").is_in(list(names))).iter_rows():
+            if h == t:
+                continue
+            hm, tm = crs.entity_movie.get(h), crs.entity_movie.get(t)
+            if hm is not None and tm is not None and hm in mix and tm in mix:
+                by_type.setdefault(("movie", f"kg_{names[r]}", "movie"), set()).add((mix[hm], mix[tm]))
+            elif hm is not None and hm in mix and t in eix:
+                by_type.setdefault(("movie", names[r], "entity"), set()).add((mix[hm], eix[t]))
+            elif tm is not None and tm in mix and h in eix:
+                by_type.setdefault(("movie", names[r], "entity"), set()).add((mix[tm], eix[h]))
+            elif h in eix and t in eix:
+                by_type.setdefault(("entity", "related", "entity"), set()).add((eix[h], eix[t]))
+        for et, pairs_ in sorted(by_type.items()):
+            data[et].edge_index = _edge(sorted(pairs_))
+
+    # movie-movie semantic kNN graphs (MSCRS)
+    if g.text_knn:
+        data["movie", "text_knn", "movie"].edge_index = knn_edges(data["movie"].x_text, g.text_knn)
+    if g.poster_knn and bool(has_poster.any()):
+        data["movie", "poster_knn", "movie"].edge_index = knn_edges(data["movie"].x_poster, g.poster_knn, has_poster)
+
+    data = T.ToUndirected(merge=False)(data)
+    for et in list(data.edge_types):  # movie-movie relations are symmetric already: no rev_ copies
+        if et[0] == et[2] == "movie" and et[1].startswith("rev_"):
+            del data[et]
+    meta = {
+        "dataset": crs.name, "movie_ids": movie_ids, "entity_ids": entity_ids, "tags": tags, "genres": genres,
+        "entity_labels": [_clean_label(x) for x in entity_labels],
+        "entity_movie": {str(e): m for e, m in crs.entity_movie.items() if m in mix},
+        "users": len(users), "dialogues": dialogues, "item_ids": crs.item_ids,
+        "candidates": [mix[m] for m in candidates_movie], "heldout": crs.heldout, "test_sha256": crs.test_sha256,
+        "config": config.graph.model_dump() | {"text_model": config.features.text_model},
+    }
+    return Graph(data, meta)
+
+
+def graph_key(name: str, config: Config) -> str:
+    """What a built graph depends on: dataset, graph and feature settings, the seed (splits) and the prepared
+    catalog and KG steps (their manifest keys)."""
+    import hashlib
+    import json
+
+    parts = {"dataset": name, "graph": config.graph.model_dump(), "text_model": config.features.text_model,
+             "posters": config.features.posters, "seed": config.seed, "dev": config.train.dev_fraction,
+             "steps": {s: (step_outputs(config.prepared_dir, s) or {}).get("key")
+                       for s in ("catalog", name, *config.graph.ratings)}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_or_load(name: str, config: Config, log: Callable[[str], None] = lambda s: None,
+                  progress: bool = False, force: bool = False) -> tuple[Graph, Path]:
+    """The graph of dataset ``name`` under ``config.graph_dir/<name>-<key>``, built unless already there."""
+    from qamrec.data.crs import load_crs
+    from qamrec.errors import MissingDataError
+    from qamrec.features.pipeline import poster_function, text_function
+    from qamrec.graph.store import load_graph, save_graph
+
+    folder = config.graph_dir / f"{name}-{graph_key(name, config)}"
+    if not force:
+        try:
+            return load_graph(folder), folder
+        except MissingDataError:
+            pass
+    crs = load_crs(name, config)
+    graph = build_graph(crs, config, text_function(config, progress), poster_function(config, progress), log)
+    save_graph(graph, folder)
+    return load_graph(folder), folder

@@ -1,0 +1,112 @@
+"""The graph on real data (counts, no leakage) and a short real training run against Popularity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from qamrec.config import load_config
+from qamrec.data.crs import load_crs
+from qamrec.eval.protocol import read_crs_examples
+from qamrec.graph.build import build_graph
+
+
+def zeros_text(texts: list[str]) -> np.ndarray:
+    return np.zeros((len(texts), 4), np.float32)
+
+
+@pytest.fixture(scope="session")
+def redial(prepared_home: Path):
+    config = load_config(home=prepared_home)
+    return config, load_crs("redial", config)
+
+
+def test_redial_split_has_no_leakage(redial):
+    config, crs = redial
+    valid = read_crs_examples(crs.test_file)
+    assert len(valid) == 3_696
+    held = set(crs.heldout)
+    assert len(held) == 300  # 30% of the 1,000 dialogues of the processed validation file
+    dialogues = pl.read_parquet(config.prepared_dir / "redial/dialogues.parquet")
+    first = dialogues.filter(pl.col("source") == "unicrs_valid_dialogs.jsonl")["dialogue_id"].to_list()
+    held_ids = {first[i] for i in held}
+    assert not held_ids & set(crs.train_dialogues["dialogue_id"].to_list())
+    # training and dev contexts share no held-out dialogue: only a few stock sentences that workers reused
+    # ("Hi, what kind of movies are you looking for?") occur on both sides
+    held_text = {c for e in valid if e.dialogue in held for c in e.context if len(c) > 40}
+    seen_text = {c for e in crs.train + crs.dev for c in e.context if len(c) > 40}
+    assert len(held_text) > 1_000 and len(held_text & seen_text) < 0.02 * len(held_text)
+    # dev dialogues are not graph dialogues either
+    assert len(crs.train) > 3_000 and len(crs.dev) > 300
+
+
+def test_redial_graph_structure(redial):
+    config, crs = redial
+    config = config.with_overrides(["graph.ratings=movielens-small", "graph.text_knn=0"])
+    graph = build_graph(crs, config, zeros_text, None)
+    sizes = graph.sizes()
+    nodes, edges = sizes["nodes"], sizes["edges"]
+    assert set(nodes) == {"movie", "user", "dialogue", "genre", "tag", "entity"}
+    assert nodes["user"] == 610 and edges["user__rates__movie"] == edges["movie__rev_rates__user"]
+    assert 100_000 <= edges["user__rates__movie"] <= 100_836
+    assert nodes["movie"] >= 9_742
+    assert len(graph.meta["candidates"]) == len(graph.meta["item_ids"]) == 6_281
+    assert nodes["dialogue"] == len(set(crs.train_dialogues["dialogue_id"].to_list()))
+    assert nodes["entity"] == 31_161 - 6_281
+    assert "movie__poster_knn__movie" not in edges and "movie__text_knn__movie" not in edges
+    assert any(k.startswith("movie__starring__entity") for k in edges)
+    # co-mention edges are between movies of one training dialogue
+    co = graph.data["movie", "comentioned", "movie"].edge_index
+    movie_ids = graph.meta["movie_ids"]
+    by_dialogue = crs.train_dialogues.group_by("dialogue_id").agg("movie_id")
+    pairs = {(a, b) for ms in by_dialogue["movie_id"].to_list() for a in ms for b in ms if a != b}
+    got = {(movie_ids[a], movie_ids[b]) for a, b in co.t().tolist()}
+    assert got and got <= pairs
+    # rating attributes are rating / 5
+    ea = graph.data["user", "rates", "movie"].edge_attr
+    assert float(ea.min()) >= 0.1 - 1e-6 and float(ea.max()) <= 1.0
+
+
+def test_inspired_graph_uses_train_split_only(prepared_home: Path):
+    config = load_config(home=prepared_home).with_overrides(["graph.ratings=", "graph.text_knn=3"])
+    crs = load_crs("inspired", config)
+    graph = build_graph(crs, config, zeros_text, None)
+    assert all(d.startswith("train_data_dbpedia:") for d in graph.meta["dialogues"])
+    assert len(graph.meta["dialogues"]) <= 801 - 70  # dev dialogues (10%) are held out of the graph too
+    assert "user" not in graph.data.node_types
+    assert len(read_crs_examples(crs.test_file, crs.entity2id)) == 273
+    assert len(crs.train) + len(crs.dev) == 2_094
+
+
+@pytest.mark.slow
+def test_short_training_run_beats_popularity(prepared_home: Path, tmp_path: Path):
+    """Real encoders, a light graph (no MovieLens users), a few epochs: better than Popularity on INSPIRED."""
+    from typer.testing import CliRunner
+
+    from qamrec.cli import app
+
+    runner = CliRunner()
+    base = ["--home", str(prepared_home), "--set", "graph.ratings=", "--set", "train.epochs=6",
+            "--set", "train.patience=6"]
+    scores = {}
+    for model in ("popularity", "qamrec"):
+        run = tmp_path / model
+        res = runner.invoke(app, base + ["train", "--dataset", "inspired", "--out", str(run), "--model", model])
+        assert res.exit_code == 0, res.output
+        for f in ("config.json", "model.json", "metrics.json", "graph/graph.json"):
+            assert (run / f).exists()
+        out = tmp_path / f"{model}.json"
+        res = runner.invoke(app, base + ["evaluate", "--run", str(run), "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        scores[model] = json.loads(out.read_text())
+        assert scores[model]["n_examples"] == 273
+    assert (tmp_path / "qamrec" / "model.safetensors").exists() and (tmp_path / "qamrec" / "curves.png").exists()
+    assert scores["qamrec"]["recall@10"] > scores["popularity"]["recall@10"] + 0.03
+    assert scores["qamrec"]["recall@50"] > scores["popularity"]["recall@50"]
+    # the saved run scores exactly as it did when trained
+    trained = json.loads((tmp_path / "qamrec" / "metrics.json").read_text())["test"]
+    assert trained["recall@10"] == pytest.approx(scores["qamrec"]["recall@10"], abs=1e-9)
