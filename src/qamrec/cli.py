@@ -24,6 +24,10 @@ app = typer.Typer(help="qamrec: query-aware, multi-modal movie recommendation on
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Fetch, prepare, link and synthesize datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+graph_app = typer.Typer(help="Build and inspect the heterogeneous graph.", no_args_is_help=True)
+app.add_typer(graph_app, name="graph")
+benchmark_app = typer.Typer(help="Benchmarks on the standard protocols.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -167,6 +171,167 @@ def data_synth(
     stats = synthesize_movielens(movies, c.raw_dir / "movielens/ml-32m-synth", scale=scale, seed=seed,
                                  tag_vocab=vocab if vocab.exists() else None)
     console.print(stats)
+
+
+def _print_sizes(sizes: dict, title: str) -> None:
+    t = Table("node type", "nodes", title=title)
+    for k, v in sizes["nodes"].items():
+        t.add_row(k, f"{v:,}")
+    e = Table("edge type (src__relation__dst)", "edges")
+    for k, v in sizes["edges"].items():
+        e.add_row(k, f"{v:,}")
+    e.add_row("[bold]total[/]", f"[bold]{sum(sizes['edges'].values()):,}[/]")
+    console.print(t)
+    console.print(e)
+
+
+@graph_app.command("build")
+def graph_build(
+    dataset: Annotated[str, typer.Option(help="CRS dataset whose graph to build: redial or inspired")] = "redial",
+    force: Annotated[bool, typer.Option(help="rebuild even if a graph with these settings exists")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the sizes as JSON")] = False,
+) -> None:
+    """Build the heterogeneous graph of a dataset (embeddings cached) and print its size per type."""
+    import time
+
+    from qamrec.graph.build import build_or_load
+
+    t0 = time.perf_counter()
+    with console.status("building graph") as status:
+        graph, folder = build_or_load(dataset, cfg(), log=lambda m: status.update(m), force=force)
+    sizes = graph.sizes()
+    if as_json:
+        sys.stdout.write(json.dumps({"folder": str(folder), **sizes}) + "\n")
+    else:
+        _print_sizes(sizes, f"{dataset} graph in {folder} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _make_model(name: str):
+    from qamrec.features.pipeline import text_function
+    from qamrec.models import MODELS, QAMRec
+
+    if name not in MODELS:
+        raise QamrecError(f"unknown model {name!r} (known: {', '.join(MODELS)})")
+
+    def make(c: Config):
+        if name == QAMRec.name:
+            return QAMRec(c.model, c.train, text_function(c), c.seed)
+        return MODELS[name](text_function(c))  # type: ignore[call-arg]
+
+    return make
+
+
+def _train(dataset: str, out: Path, model: str, overwrite: bool, c: Config, quiet: bool = False) -> dict:
+    from qamrec.train.run import train_run
+
+    if c.train.threads:
+        import torch
+
+        torch.set_num_threads(c.train.threads)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=err_console, transient=quiet) as bar:
+        task = bar.add_task(f"{model} on {dataset}: preparing", total=c.train.epochs, info="")
+
+        def on_epoch(r: dict) -> None:
+            info = f"loss {r['loss']:.3f}" + "".join(
+                f"  {k[4:]} {r[k]:.3f}" for k in ("dev_recall@10", "dev_recall@50", "dev_ndcg@10") if k in r)
+            bar.update(task, completed=r["epoch"], info=info, description=f"{model} on {dataset}: epoch {r['epoch']}")
+            if not quiet:
+                bar.console.print(f"epoch {r['epoch']:>3}  {info}  ({r['train_s']:.1f} s)")
+
+        return train_run(dataset, c, out, make_model=_make_model(model), on_epoch=on_epoch,
+                         log=lambda m: bar.update(task, info=m), overwrite=overwrite)
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="redial or inspired")],
+    out: Annotated[Path, typer.Option(help="run directory to write")],
+    model: Annotated[str, typer.Option(help="qamrec, or a baseline: popularity, text_similarity, cooccurrence")] = "qamrec",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+) -> None:
+    """Train a model (graph built or reused first) and write a run directory."""
+    m = _train(dataset, out, model, overwrite, cfg())
+    _print_metrics({m["model"]: m["test"]}, dataset, f"{m['test']['n_examples']:,} test examples "
+                   f"({m['test_examples_excluded_as_training']:,} of {m['test_examples_in_file']:,} in "
+                   f"{Path(m['test_file']).name} excluded: their dialogues are training data)")
+    console.print(f"run directory: {out}")
+
+
+def _print_metrics(rows: dict[str, dict], dataset: str, caption: str = "") -> None:
+    from qamrec.eval.evaluate import comparison_table
+
+    console.print(caption)
+    console.print(comparison_table(rows, dataset))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="run directory")],
+    test: Annotated[Optional[Path], typer.Option(help="test file (UniCRS format); default: the run's own")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the metrics to this JSON file")] = None,
+    include_training: Annotated[bool, typer.Option(help="keep examples from dialogues the model trained on")] = False,
+) -> None:
+    """Evaluate a run on a test file with the UniCRS / MSCRS protocol (full ranking, top 50)."""
+    from qamrec.io import atomic_write_json
+
+    m, name, dataset = _evaluate_run(run, test, include_training)
+    test = Path(m["test_file"])
+    n_file, excluded = m["examples_in_file"], m["excluded_as_training"]
+    if json_out:
+        atomic_write_json(json_out, m)
+    note = (f"{test.name}: {n_file:,} examples in the file"
+            + (f"; {excluded:,} excluded (dialogues used for training), {m['n_examples']:,} evaluated" if excluded else
+               f", all evaluated") + f"  [{m['seconds']:.1f} s]")
+    _print_metrics({name: m}, dataset, note)
+    t = Table("variant", "examples", "R@1", "R@10", "R@50", "NDCG@10", "MRR@10", "MAP", "P@10",
+              title="variants (one gold item per example: P@k = R@k / k, MAP = MRR without a cut-off)")
+    for prefix, label in (("", "all (protocol)"), ("new_items.", "new items only"), ("cold_start.", "cold start")):
+        t.add_row(label, f"{int(m[prefix + 'n_examples']):,}", *(f"{m[prefix + k]:.4f}" for k in
+                  ("recall@1", "recall@10", "recall@50", "ndcg@10", "mrr@10", "map", "precision@10")))
+    console.print(t)
+
+
+def _evaluate_run(run: Path, test: Path | None, include_training: bool = False) -> tuple[dict, str, str]:
+    """Metrics of a run directory on a test file (default: its held-out file, or the dataset's validation file)."""
+    import time
+
+    from qamrec.data.crs import CRS_SOURCES
+    from qamrec.io import read_json
+    from qamrec.train.run import evaluate_model, load_run, select_test_examples
+
+    c = cfg()
+    t0 = time.perf_counter()
+    model, graph, saved = load_run(run, c)
+    dataset = saved["dataset"]
+    src = CRS_SOURCES[dataset]
+    if test is None:
+        test = run / "test.jsonl" if (run / "test.jsonl").exists() else c.raw_dir / src.valid_file
+    if not test.exists():
+        raise QamrecError(f"{test}: no such test file")
+    entity2id = {str(k): int(v) for k, v in read_json(c.raw_dir / src.entity2id).items()}
+    examples, n_file, excluded = select_test_examples(graph, test, entity2id, include_training)
+    m = evaluate_model(model, examples, graph.meta["item_ids"])
+    return ({"test_file": str(test), "examples_in_file": n_file, "excluded_as_training": excluded,
+             "seconds": round(time.perf_counter() - t0, 2)} | m), model.name, dataset
+
+
+@benchmark_app.command("crs")
+def benchmark_crs(
+    dataset: Annotated[str, typer.Option(help="redial or inspired")],
+    test: Annotated[Optional[Path], typer.Option(help="test file (UniCRS format); default: the held-out/validation file")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the table, JSON, chart and runs")] = Path("bench"),
+    only: Annotated[Optional[list[str]], typer.Option(help="run only these variants (repeatable)")] = None,
+) -> None:
+    """Baselines, our model and its ablations on the UniCRS protocol: markdown table + JSON + bar chart."""
+    from qamrec.eval.benchmark import run_crs_benchmark
+
+    run_crs_benchmark(
+        dataset, cfg(), out, test,
+        train=lambda d, run, model, c: _train(d, run, model, True, c, quiet=True),
+        evaluate_run=lambda run, t: _evaluate_run(run, t)[0], only=only, log=console.print)
+    console.print((out / f"crs_{dataset}.md").read_text())
+    console.print(f"wrote {out / f'crs_{dataset}.md'}, .json and .png")
 
 
 @app.command()

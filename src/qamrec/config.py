@@ -67,7 +67,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden: int = Field(default=128, ge=8)
+    hidden: int = Field(default=64, ge=8)
     layers: int = Field(default=2, ge=0)
     heads: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -83,7 +83,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=12, ge=1)
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-2, ge=0)

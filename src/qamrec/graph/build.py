@@ -5,7 +5,8 @@ Node types: ``movie``, ``user`` (MovieLens raters), ``dialogue`` (training conve
 
 Edge types (each also reversed, ``rev_<rel>``): ``user-rates->movie`` (rating / 5 as attribute),
 ``dialogue-mentions->movie`` (seeker liked / disliked / seen), ``movie-has_genre->genre``,
-``movie-has_tag->tag``, ``movie-<kg relation>->entity`` (one type per KG relation), and the movie-movie
+``movie-has_tag->tag``, ``movie-kg_<relation>->entity`` (one type per KG relation; ``kg_`` keeps relation
+names apart from node type names such as ``genre``), and the movie-movie
 semantic graphs of MSCRS (Wei et al., SIGIR 2025): ``comentioned`` (in at least ``comention_min`` training
 dialogues), ``text_knn`` and ``poster_knn`` (top-k cosine neighbours).
 
@@ -33,6 +34,8 @@ from qamrec.graph.store import Graph
 
 __all__ = ["build_graph", "build_or_load", "graph_key", "movie_text", "knn_edges"]
 
+#: bump when the graph a configuration gives changes, so stale built graphs are not reused
+BUILD_VERSION = 2
 Encode = Callable[[list[str]], np.ndarray]
 EncodeImages = Callable[[list[str]], np.ndarray]
 
@@ -211,11 +214,11 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
             if hm is not None and tm is not None and hm in mix and tm in mix:
                 by_type.setdefault(("movie", f"kg_{names[r]}", "movie"), set()).add((mix[hm], mix[tm]))
             elif hm is not None and hm in mix and t in eix:
-                by_type.setdefault(("movie", names[r], "entity"), set()).add((mix[hm], eix[t]))
+                by_type.setdefault(("movie", f"kg_{names[r]}", "entity"), set()).add((mix[hm], eix[t]))
             elif tm is not None and tm in mix and h in eix:
-                by_type.setdefault(("movie", names[r], "entity"), set()).add((mix[tm], eix[h]))
+                by_type.setdefault(("movie", f"kg_{names[r]}", "entity"), set()).add((mix[tm], eix[h]))
             elif h in eix and t in eix:
-                by_type.setdefault(("entity", "related", "entity"), set()).add((eix[h], eix[t]))
+                by_type.setdefault(("entity", "kg_related", "entity"), set()).add((eix[h], eix[t]))
         for et, pairs_ in sorted(by_type.items()):
             data[et].edge_index = _edge(sorted(pairs_))
 
@@ -246,7 +249,7 @@ def graph_key(name: str, config: Config) -> str:
     import hashlib
     import json
 
-    parts = {"dataset": name, "graph": config.graph.model_dump(), "text_model": config.features.text_model,
+    parts = {"version": BUILD_VERSION, "dataset": name, "graph": config.graph.model_dump(), "text_model": config.features.text_model,
              "posters": config.features.posters, "seed": config.seed, "dev": config.train.dev_fraction,
              "steps": {s: (step_outputs(config.prepared_dir, s) or {}).get("key")
                        for s in ("catalog", name, *config.graph.ratings)}}

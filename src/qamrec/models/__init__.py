@@ -1,0 +1,10 @@
+"""Recommenders behind one contract (:class:`~qamrec.models.base.Recommender`)."""
+
+from qamrec.models.base import Recommender
+from qamrec.models.baselines import BASELINES, CoOccurrence, Popularity, TextSimilarity
+from qamrec.models.qamrec import QAMRec
+
+__all__ = ["Recommender", "QAMRec", "Popularity", "TextSimilarity", "CoOccurrence", "MODELS"]
+
+#: every model a run directory can hold, by ``name``
+MODELS: dict[str, type[Recommender]] = {QAMRec.name: QAMRec, **BASELINES}

@@ -1,0 +1,54 @@
+"""QueryAwarePooling: attention over a query's node set, conditioned on the query."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter, softmax
+
+__all__ = ["QueryAwarePooling"]
+
+
+class QueryAwarePooling(nn.Module):
+    r"""Pool a variable-size set of node representations per query, weighted by their relevance to it:
+
+    .. math::
+        \alpha_i = \mathrm{softmax}_{i \in S(q)}\big(\mathrm{MLP}([\mathbf{h}_i \,\|\, \mathbf{q} \,\|\,
+            \mathbf{h}_i \odot \mathbf{q}])\big), \qquad
+        \mathbf{g} = \sum_{i \in S(q)} \alpha_i \mathbf{h}_i,
+
+    in the spirit of attention aggregation (Li et al., "Gated Graph Sequence Neural Networks", 2016, as in
+    PyG's :class:`~torch_geometric.nn.aggr.AttentionalAggregation`), with the gate conditioned on the query.
+    ``mode="mean"`` gives the unweighted mean (the ablation). A query with an empty set gets :math:`\mathbf{g}=0`.
+
+    Args:
+        channels: width of node and query representations.
+        mode: ``"attention"`` or ``"mean"``.
+    """
+
+    def __init__(self, channels: int, mode: str = "attention") -> None:
+        super().__init__()
+        if mode not in ("attention", "mean"):
+            raise ValueError(f"mode must be 'attention' or 'mean', not {mode!r}")
+        self.mode = mode
+        self.gate = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
+
+    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Pool ``h`` [N, C] (set members) by ``batch`` [N] (their query index) against ``q`` [B, C].
+
+        ``weight`` [N] (optional) adds a log-prior to each member's logit (e.g. text-retrieval similarity).
+        Returns ``g`` [B, C] and the attention weights ``alpha`` [N] (they sum to 1 within each query).
+        """
+        size = q.shape[0]
+        if h.shape[0] == 0:
+            return q.new_zeros(q.shape), h.new_zeros(0)
+        if self.mode == "mean":
+            logits = torch.zeros(h.shape[0], device=h.device)
+        else:
+            qi = q[batch]
+            logits = self.gate(torch.cat([h, qi, h * qi], dim=-1)).squeeze(-1)
+        if weight is not None:
+            logits = logits + weight
+        alpha = softmax(logits, batch, num_nodes=size)
+        g = scatter(alpha.unsqueeze(-1) * h, batch, dim=0, dim_size=size, reduce="sum")
+        return g, alpha

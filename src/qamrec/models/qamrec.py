@@ -1,0 +1,117 @@
+"""QAMRec: the query-aware multi-modal GAT recommender behind the :class:`Recommender` contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from qamrec.config import ModelConfig, TrainConfig
+from qamrec.data.crs import CRSData
+from qamrec.eval.protocol import CRSExample
+from qamrec.graph.store import Graph
+from qamrec.io import atomic_path, atomic_write_json, read_json
+from qamrec.models.base import Recommender
+from qamrec.models.net import QAMRecNet
+from qamrec.models.query import Query, QueryBatch, QueryFeaturizer, context_text, subset
+from qamrec.train.loop import TrainHistory, fit_net
+
+__all__ = ["QAMRec", "example_query"]
+
+TextFn = Callable[[list[str]], np.ndarray]
+
+
+def example_query(e: CRSExample) -> Query:
+    """The query of a CRS example: its context (most recent turns) and its context entities."""
+    return Query(text=context_text(e.context), entities=tuple(e.entities))
+
+
+class QAMRec(Recommender):
+    """Fit with :meth:`fit`; score with item representations computed once per fitted model."""
+
+    name = "qamrec"
+
+    def __init__(self, model: ModelConfig, train: TrainConfig, encode_text: TextFn, seed: int = 0) -> None:
+        super().__init__()
+        self.model_cfg, self.train_cfg, self.encode_text, self.seed = model, train, encode_text, seed
+        self.net: QAMRecNet | None = None
+        self.history = TrainHistory()
+        self._precomputed: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _setup(self, graph: Graph) -> None:
+        self.graph = graph
+        self.featurizer = QueryFeaturizer(graph, self.encode_text, self.model_cfg.retrieved)
+        torch.manual_seed(self.seed)
+        self.net = QAMRecNet(graph, self.model_cfg, int(self.encode_text.dim))  # type: ignore[attr-defined]
+        self._precomputed = None
+
+    def featurize(self, queries: Sequence[Query]) -> QueryBatch:
+        return self.featurizer(queries)
+
+    def fit(self, crs: CRSData, graph: Graph, on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
+            **kwargs: Any) -> QAMRec:
+        self._setup(graph)
+        col = {e: j for j, e in enumerate(graph.meta["item_ids"])}
+        train = [e for e in crs.train if e.item in col]
+        train_q = self.featurize([example_query(e) for e in train])
+        dev_q = self.featurize([example_query(e) for e in crs.dev])
+        gold = torch.tensor([col[e.item] for e in train], dtype=torch.long)
+        with torch.no_grad():  # start the item biases at log popularity among the training examples
+            counts = torch.bincount(gold, minlength=len(col)).float()
+            self.net.bias.copy_(torch.log1p(counts) - torch.log1p(counts).mean())  # type: ignore[union-attr]
+        self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
+                               self.train_cfg, self.seed, on_epoch)
+        self._precomputed = None
+        return self
+
+    @torch.no_grad()
+    def precompute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled node table and the candidate representations, computed once (eval mode)."""
+        if self._precomputed is None:
+            assert self.net is not None, "fit or load first"
+            self.net.eval()
+            h = self.net.encode_nodes()
+            self._precomputed = (self.net.node_table(h), self.net.items(h))
+        return self._precomputed
+
+    @torch.no_grad()
+    def score_batch(self, qb: QueryBatch, chunk: int = 1024) -> np.ndarray:
+        table, items = self.precompute()
+        out = []
+        for s in range(0, len(qb), chunk):
+            sub = subset(qb, torch.arange(s, min(s + chunk, len(qb))))
+            p, _ = self.net.preference(table, sub)  # type: ignore[union-attr]
+            out.append(self.net.score(p, items, sub).numpy())  # type: ignore[union-attr]
+        return np.concatenate(out) if out else np.zeros((0, items.shape[0]), np.float32)
+
+    def score(self, queries: Sequence[Query]) -> np.ndarray:
+        return self.score_batch(self.featurize(queries))
+
+    def save(self, folder: Path) -> None:
+        assert self.net is not None, "fit first"
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
+        table, items = self.precompute()
+        with atomic_path(folder / "items.safetensors") as tmp:
+            save_file({"items": items.contiguous(), "bias": self.net.bias.detach().contiguous(),
+                       "candidates": self.net.candidates}, str(tmp))
+        atomic_write_json(folder / "model.json", {
+            "name": self.name, "model": self.model_cfg.model_dump(), "train": self.train_cfg.model_dump(),
+            "seed": self.seed, "text_model": getattr(self.encode_text, "model_name", None),
+        })
+
+    @classmethod
+    def load(cls, folder: Path, graph: Graph, encode_text: TextFn | None = None) -> QAMRec:  # type: ignore[override]
+        meta = read_json(folder / "model.json")
+        if encode_text is None:
+            raise ValueError("QAMRec.load needs the text encoder the model was trained with")
+        model = cls(ModelConfig(**meta["model"]), TrainConfig(**meta["train"]), encode_text, meta["seed"])
+        model._setup(graph)
+        model.net.load_state_dict(load_file(str(folder / "model.safetensors")))  # type: ignore[union-attr]
+        model.net.eval()  # type: ignore[union-attr]
+        return model

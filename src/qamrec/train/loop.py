@@ -1,0 +1,86 @@
+"""The training loop: cross-entropy over the full candidate set, AdamW, early stopping on dev NDCG@10."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from qamrec.config import TrainConfig
+from qamrec.eval.evaluate import evaluate
+from qamrec.eval.protocol import CRSExample
+from qamrec.models.net import QAMRecNet
+from qamrec.models.query import QueryBatch, subset
+
+__all__ = ["TrainHistory", "fit_net", "score_batches"]
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch loss and dev metrics, and the best epoch (whose weights the model keeps)."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_ndcg: float = -1.0
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarray:
+    """Scores [len(qb), n_candidates] in eval mode, the graph encoded once."""
+    net.eval()
+    h = net.encode_nodes()
+    table, items = net.node_table(h), net.items(h)
+    out = []
+    for s in range(0, len(qb), chunk):
+        sub = subset(qb, torch.arange(s, min(s + chunk, len(qb))))
+        p, _ = net.preference(table, sub)
+        out.append(net.score(p, items, sub).numpy())
+    return np.concatenate(out) if out else np.zeros((0, items.shape[0]), np.float32)
+
+
+def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: QueryBatch,
+            dev_examples: Sequence[CRSExample], item_ids: Sequence[int], cfg: TrainConfig, seed: int,
+            on_epoch: Callable[[dict[str, float]], None] = lambda r: None) -> TrainHistory:
+    """Train ``net`` in place; it ends with the weights of the best dev epoch."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hist = TrainHistory()
+    best_state = copy.deepcopy(net.state_dict())
+    bad = 0
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        t0 = time.perf_counter()
+        losses = []
+        for idx in torch.randperm(len(train_q), generator=gen).split(cfg.batch_size):
+            scores = net(subset(train_q, idx))
+            loss = torch.nn.functional.cross_entropy(scores, train_gold[idx])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": time.perf_counter() - t0}
+        if len(dev_examples):
+            m = evaluate(score_batches(net, dev_q), dev_examples, item_ids)
+            row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
+        hist.epochs.append(row)
+        on_epoch(row)
+        ndcg = row.get("dev_ndcg@10", -row["loss"])
+        if ndcg > hist.best_ndcg:
+            hist.best_ndcg, hist.best_epoch, bad = ndcg, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    net.load_state_dict(best_state)
+    hist.seconds = time.perf_counter() - start
+    return hist

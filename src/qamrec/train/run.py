@@ -1,0 +1,161 @@
+"""Run directories: ``qamrec train`` writes one, ``qamrec evaluate`` and the service read it.
+
+A run directory holds ``config.json`` (the resolved config), ``graph/`` (the graph it was trained on),
+``model.safetensors`` + ``model.json`` (weights and model settings), ``items.safetensors`` (precomputed
+candidate representations), ``metrics.json`` (per-epoch history, dev and test metrics), ``curves.png``, and
+for a dataset whose published validation file is also its training pool, ``test.jsonl``: the held-out part
+of that file. It is assembled under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qamrec.config import Config
+from qamrec.errors import MissingDataError, QamrecError
+from qamrec.eval.evaluate import evaluate
+from qamrec.eval.protocol import CRSExample, read_crs_examples
+from qamrec.graph.store import Graph, load_graph
+from qamrec.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from qamrec.models.base import Recommender
+from qamrec.models.qamrec import example_query
+
+__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples", "RUN_FILES"]
+
+RUN_FILES = ("config.json", "graph/graph.json", "graph/graph.safetensors", "model.json", "metrics.json")
+
+
+def heldout_lines(path: Path, heldout: set[int]) -> list[str]:
+    """The lines of a UniCRS-processed file whose dialogue (numbered as :func:`read_crs_examples` does) is held out."""
+    out, dialogue, prev = [], -1, 10**9
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            n = len(json.loads(line).get("context", []))
+            if n <= prev:
+                dialogue += 1
+            prev = n
+            if dialogue in heldout:
+                out.append(line if line.endswith("\n") else line + "\n")
+    return out
+
+
+def plot_curves(history: list[dict[str, float]], target: Path) -> None:
+    """Training loss and dev metrics per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [r["loss"] for r in history], marker="o")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
+    for k in ("dev_recall@10", "dev_recall@50", "dev_ndcg@10"):
+        if history and k in history[0]:
+            b.plot(ep, [r[k] for r in history], marker="o", label=k[4:])
+    b.set(xlabel="epoch", title="dev metrics")
+    b.legend()
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=100)
+    plt.close(fig)
+    os.replace(tmp.name, target)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def evaluate_model(model: Recommender, examples: list[CRSExample], item_ids: list[int]) -> dict[str, float]:
+    """UniCRS-protocol metrics of ``model`` on ``examples``."""
+    scores = model.score([example_query(e) for e in examples]) if examples else np.zeros((0, len(item_ids)))
+    return evaluate(scores, examples, item_ids)
+
+
+def select_test_examples(graph: Graph, test_file: Path, entity2id: dict[str, int] | None,
+                  include_training: bool = False) -> tuple[list[CRSExample], int, int]:
+    """Examples of ``test_file``; when it is the file the graph's held-out split was drawn from, only the
+    held-out dialogues' (unless ``include_training``). Returns (examples, examples in file, excluded)."""
+    examples = read_crs_examples(test_file, entity2id)
+    heldout = graph.meta.get("heldout")
+    if heldout is None or include_training or sha256_file(test_file) != graph.meta.get("test_sha256"):
+        return examples, len(examples), 0
+    keep = set(heldout)
+    kept = [e for e in examples if e.dialogue in keep]
+    return kept, len(examples), len(examples) - len(kept)
+
+
+def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[Config], Recommender],
+              on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
+              log: Callable[[str], None] = lambda s: None, overwrite: bool = False) -> dict[str, Any]:
+    """Build (or reuse) the graph, fit the model, evaluate it on the test file, write the run directory."""
+    from qamrec.data.crs import load_crs
+    from qamrec.graph.build import build_or_load
+
+    if out.exists() and not overwrite:
+        raise QamrecError(f"{out} exists; choose another --out or pass --overwrite")
+    graph, graph_folder = build_or_load(dataset, config, log=log)
+    crs = load_crs(dataset, config)
+    log(f"training on {len(crs.train):,} examples, early stopping on {len(crs.dev):,} dev examples")
+    model = make_model(config).fit(crs, graph, on_epoch=on_epoch)
+    examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
+    test = evaluate_model(model, examples, graph.meta["item_ids"])
+    hist = getattr(model, "history", None)
+    metrics = {
+        "dataset": dataset, "model": model.name, "test_file": str(crs.test_file), "test_examples_in_file": n_file,
+        "test_examples_excluded_as_training": excluded, "test": test,
+        "history": hist.epochs if hist else [], "best_epoch": hist.best_epoch if hist else None,
+        "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "graph").mkdir()
+        for f in ("graph.json", "graph.safetensors"):
+            _link_or_copy(graph_folder / f, tmp / "graph" / f)
+        model.save(tmp)
+        atomic_write_json(tmp / "config.json", json.loads(config.model_dump_json()) | {"dataset": dataset})
+        if crs.heldout is not None:
+            atomic_write_text(tmp / "test.jsonl", "".join(heldout_lines(crs.test_file, set(crs.heldout))))
+        if hist and hist.epochs:
+            plot_curves(hist.epochs, tmp / "curves.png")
+        atomic_write_json(tmp / "metrics.json", metrics)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return metrics
+
+
+def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str, Any]]:
+    """The fitted model of a run directory, its graph and its saved config."""
+    from qamrec.features.pipeline import text_function
+    from qamrec.models import MODELS
+
+    missing = [f for f in RUN_FILES if not (folder / f).exists()]
+    if missing:
+        raise MissingDataError(f"{folder}: not a complete run directory (missing {', '.join(missing)})")
+    saved = read_json(folder / "config.json")
+    graph = load_graph(folder / "graph")
+    name = read_json(folder / "model.json")["name"]
+    if name not in MODELS:
+        raise MissingDataError(f"{folder}/model.json: unknown model {name!r}")
+    run_cfg = config.model_copy(update={"features": config.features.model_copy(
+        update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
+    model = MODELS[name].load(folder, graph, text_function(run_cfg))
+    return model, graph, saved

@@ -1,0 +1,186 @@
+"""The GAT encoder, query-aware pooling, the scorer and the baselines on tiny graphs built here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from qamrec.config import ModelConfig, TrainConfig
+from qamrec.graph.build import knn_edges
+from qamrec.graph.store import Graph, load_graph, save_graph
+from qamrec.models.gat import GATEncoder
+from qamrec.models.net import QAMRecNet
+from qamrec.models.pooling import QueryAwarePooling
+from qamrec.models.query import PhraseMatcher, Query, QueryFeaturizer, context_text, subset
+
+TEXT_DIM = 8
+
+
+def tiny_graph(seed: int = 0) -> Graph:
+    g = torch.Generator().manual_seed(seed)
+    d = HeteroData()
+    d["movie"].x_text = torch.nn.functional.normalize(torch.randn(6, TEXT_DIM, generator=g), dim=1)
+    d["movie"].x_poster = torch.randn(6, 5, generator=g)
+    d["movie"].has_poster = torch.tensor([True, True, False, True, False, True])
+    d["movie"].num_nodes = 6
+    d["entity"].x_text = torch.randn(3, TEXT_DIM, generator=g)
+    d["entity"].num_nodes = 3
+    d["genre"].x_text = torch.randn(2, TEXT_DIM, generator=g)
+    d["genre"].num_nodes = 2
+    d["user"].num_nodes = 4
+    d["user", "rates", "movie"].edge_index = torch.tensor([[0, 0, 1, 2, 3, 3], [0, 1, 1, 2, 3, 5]])
+    d["user", "rates", "movie"].edge_attr = torch.rand(6, 1, generator=g)
+    d["movie", "rev_rates", "user"].edge_index = d["user", "rates", "movie"].edge_index.flip(0)
+    d["movie", "rev_rates", "user"].edge_attr = d["user", "rates", "movie"].edge_attr
+    d["movie", "starring", "entity"].edge_index = torch.tensor([[0, 1, 4], [0, 0, 2]])
+    d["entity", "rev_starring", "movie"].edge_index = torch.tensor([[0, 0, 2], [0, 1, 4]])
+    d["movie", "has_genre", "genre"].edge_index = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 1, 1, 0, 1]])
+    d["genre", "rev_has_genre", "movie"].edge_index = torch.tensor([[0, 0, 1, 1, 0, 1], [0, 1, 2, 3, 4, 5]])
+    meta = {"movie_ids": [10, 11, 12, 13, 14, 15], "entity_ids": [100, 101, 102], "tags": [],
+            "genres": ["horror", "romantic comedy"], "entity_labels": ["Tom Hanks", "Paris", "Steven Spielberg"],
+            "item_ids": [900, 901, 902, 903, 904], "candidates": [0, 1, 2, 3, 4],
+            "entity_movie": {"900": 10, "901": 11, "902": 12, "903": 13, "904": 14}}
+    return Graph(d, meta)
+
+
+def fake_text(texts: list[str]) -> np.ndarray:
+    out = np.zeros((len(texts), TEXT_DIM), np.float32)
+    for i, t in enumerate(texts):
+        rng = np.random.default_rng(abs(hash(t)) % (2**32))
+        out[i] = rng.standard_normal(TEXT_DIM)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+fake_text.dim = TEXT_DIM  # type: ignore[attr-defined]
+fake_text.model_name = "fake"  # type: ignore[attr-defined]
+
+
+def test_gat_encoder_shapes_and_gradients():
+    graph = tiny_graph()
+    d = graph.data
+    enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
+                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1})
+    x = {t: torch.randn(int(d[t].num_nodes), 8, requires_grad=True) for t in d.node_types}
+    ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
+    out = enc(x, d.edge_index_dict, ea)
+    assert {t: tuple(v.shape) for t, v in out.items()} == {t: (int(d[t].num_nodes), 8) for t in d.node_types}
+    (out["movie"] * torch.randn_like(out["movie"])).sum().backward()  # a plain sum of LayerNorm rows is constant
+    assert x["user"].grad is not None and x["user"].grad.abs().sum() > 0  # messages flow user -> movie
+    assert x["entity"].grad.abs().sum() > 0
+
+
+def test_gat_encoder_permutation_equivariant():
+    graph = tiny_graph()
+    d = graph.data
+    torch.manual_seed(0)
+    enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
+                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1}).eval()
+    x = {t: torch.randn(int(d[t].num_nodes), 8) for t in d.node_types}
+    ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
+    out = enc(x, d.edge_index_dict, ea)
+    perm = torch.tensor([3, 0, 2, 1])  # relabel users: new user i is old user perm[i]
+    inv = torch.argsort(perm)
+    x2 = dict(x, user=x["user"][perm])
+    ei = dict(d.edge_index_dict)
+    ei[("user", "rates", "movie")] = torch.stack([inv[ei[("user", "rates", "movie")][0]],
+                                                  ei[("user", "rates", "movie")][1]])
+    ei[("movie", "rev_rates", "user")] = ei[("user", "rates", "movie")].flip(0)
+    out2 = enc(x2, ei, ea)
+    assert torch.allclose(out["movie"], out2["movie"], atol=1e-5)
+    assert torch.allclose(out["user"][perm], out2["user"], atol=1e-5)
+
+
+def test_pooling_weights_sum_to_one_and_permutation_invariant():
+    torch.manual_seed(0)
+    pool = QueryAwarePooling(4).eval()
+    h = torch.randn(7, 4)
+    q = torch.randn(3, 4)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1, 1])  # query 2 has an empty set
+    g, alpha = pool(h, q, batch)
+    sums = torch.zeros(3).index_add_(0, batch, alpha)
+    assert torch.allclose(sums[:2], torch.ones(2)) and sums[2] == 0
+    assert torch.equal(g[2], torch.zeros(4))
+    assert torch.allclose(g[0], (alpha[:3, None] * h[:3]).sum(0))
+    perm = torch.tensor([2, 0, 1, 6, 4, 3, 5])
+    g2, _ = pool(h[perm], q, batch[perm])
+    assert torch.allclose(g, g2, atol=1e-6)
+    # the query changes the weights (attention is conditioned on it), the mean ablation does not
+    _, alpha_other = pool(h, torch.randn(3, 4), batch)
+    assert not torch.allclose(alpha, alpha_other)
+    _, alpha_mean = QueryAwarePooling(4, mode="mean")(h, q, batch)
+    assert torch.allclose(alpha_mean[:3], torch.full((3,), 1 / 3))
+
+
+def test_phrase_matcher_and_context_text():
+    m = PhraseMatcher(["horror", "it", "romantic comedy", "love", "Tom Hanks"])
+    assert m.match("Any ROMANTIC comedy with tom hanks? Or horror. I love it") == [2, 4, 0]
+    assert context_text(["", "a b c", "d e", "f"], max_words=3) == "d e f"
+
+
+def test_featurizer_sets_and_subset():
+    graph = tiny_graph()
+    f = QueryFeaturizer(graph, fake_text, retrieved=2)
+    qb = f([Query("a horror film with Tom Hanks", entities=(901, 101)), Query("nothing known here")])
+    off = f.offsets
+    first = set(qb.nodes[qb.batch == 0].tolist())
+    assert {off["movie"] + 1, off["entity"] + 1, off["genre"] + 0, off["entity"] + 0} <= first
+    second = qb.nodes[qb.batch == 1].tolist()
+    assert len(second) == 2 and all(off["movie"] <= n < off["entity"] for n in second)  # text alone
+    assert qb.anchors.tolist() == [1] and qb.anchor_batch.tolist() == [0]
+    assert qb.mentioned.tolist() == [1] and qb.mentioned_batch.tolist() == [0]  # candidate 901 is movie node 1
+    s = subset(qb, torch.tensor([1]))
+    assert len(s) == 1 and s.nodes.tolist() == second and s.batch.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"encoder": "mlp"}, {"pooling": "mean"}, {"poster_features": False},
+                                       {"text_features": False}])
+def test_net_scores_and_learns(overrides):
+    graph = tiny_graph()
+    cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2, **overrides)
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, cfg, TEXT_DIM)
+    f = QueryFeaturizer(graph, fake_text, retrieved=2)
+    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(10)])
+    gold = torch.tensor([(i + 1) % 5 for i in range(10)])
+    scores = net(qb)
+    assert scores.shape == (10, 5)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    first = None
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(net(qb), gold)
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.5 * first  # it can fit a tiny mapping from anchors to the next item
+
+
+def test_knn_edges():
+    x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    ei = knn_edges(x, 1)
+    pairs = set(map(tuple, ei.t().tolist()))  # (neighbour, node)
+    assert (1, 0) in pairs and (0, 1) in pairs and (1, 2) in pairs
+    assert all(n != node for n, node in pairs)
+    assert not any(node == 3 for _, node in pairs if _ == 0)  # negative similarity is no edge
+    masked = knn_edges(x, 2, mask=torch.tensor([True, False, True, True]))
+    assert 1 not in masked.view(-1).tolist()
+
+
+def test_graph_store_round_trip(tmp_path: Path):
+    graph = tiny_graph()
+    save_graph(graph, tmp_path)
+    back = load_graph(tmp_path)
+    assert back.sizes() == graph.sizes()
+    assert torch.equal(back.data["movie"].x_poster, graph.data["movie"].x_poster)
+    assert back.meta["genres"] == graph.meta["genres"]
+    raw = bytearray((tmp_path / "graph.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "graph.safetensors").write_bytes(bytes(raw))
+    from qamrec.errors import MissingDataError
+
+    with pytest.raises(MissingDataError, match="corrupted"):
+        load_graph(tmp_path)
