@@ -184,3 +184,32 @@ def test_graph_store_round_trip(tmp_path: Path):
 
     with pytest.raises(MissingDataError, match="corrupted"):
         load_graph(tmp_path)
+
+
+def test_baselines_contract(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from qamrec.eval.protocol import CRSExample
+    from qamrec.models.baselines import CoOccurrence, Popularity, TextSimilarity
+
+    graph = tiny_graph()
+    graph.data["user", "rates", "movie"].edge_attr = torch.ones(6, 1)
+    ex = lambda item, ents=(): CRSExample(0, 0, ("hi",), ents, item, "")  # noqa: E731
+    crs = SimpleNamespace(train=[ex(902), ex(902), ex(903)], dev=[ex(901, (900,))])
+    pop = Popularity().fit(crs, graph)
+    assert pop.score([Query("x"), Query("y")]).tolist()[1] == [0, 0, 2, 1, 0]
+    assert [m for m, _ in pop.recommend(Query("x"), k=2)] == [12, 13]
+    co = CoOccurrence().fit(crs, graph)
+    assert tuple(co.arrays["weights"]) == (0.0, 0.0)  # every weight ties on this dev set: the smallest is kept
+    co.arrays["weights"] = np.array([1.0, 0.0], np.float32)
+    s = co.score([Query("", entities=(900,))])[0]  # user 0 rated movies 0 and 1: candidate 901 co-occurs
+    assert s.argmax() == 1 and s[0] < s[1]
+    text = TextSimilarity(fake_text).fit(crs, graph)
+    q = "some query"
+    expect = fake_text([q]) @ graph.data["movie"].x_text[:5].numpy().T
+    assert np.allclose(text.score([Query(q)]), expect / np.linalg.norm(graph.data["movie"].x_text[:5].numpy(), axis=1),
+                       atol=1e-5)
+    for model in (pop, co, text):
+        model.save(tmp_path / model.name)
+        back = type(model).load(tmp_path / model.name, graph, fake_text)
+        assert np.allclose(back.score([Query("q", entities=(900,))]), model.score([Query("q", entities=(900,))]))

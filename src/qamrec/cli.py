@@ -329,7 +329,7 @@ def benchmark_crs(
     run_crs_benchmark(
         dataset, cfg(), out, test,
         train=lambda d, run, model, c: _train(d, run, model, True, c, quiet=True),
-        evaluate_run=lambda run, t: _evaluate_run(run, t)[0], only=only, log=console.print)
+        evaluate_run=lambda run, t: _evaluate_run(run, t)[0], only=only, log=lambda m: console.print(m, markup=False, highlight=False))
     console.print((out / f"crs_{dataset}.md").read_text())
     console.print(f"wrote {out / f'crs_{dataset}.md'}, .json and .png")
 

@@ -72,9 +72,13 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
                       train: Callable[[str, Path, str, Config], dict[str, Any]],
                       evaluate_run: Callable[[Path, Path | None], dict[str, Any]],
                       only: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and test every variant; write ``crs_<dataset>.{md,json,png}`` into ``out``; return the results."""
+    """Train and test every variant (or those in ``only``, keeping the other rows of an earlier run); write
+    ``crs_<dataset>.{md,json,png}`` into ``out``; return the results."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    previous = out / f"crs_{dataset}.json"
+    if only and previous.exists():  # a partial rerun keeps the other rows of the last full run
+        results = json.loads(previous.read_text()).get("results", {})
     for v in VARIANTS:
         if only and v.name not in only:
             continue
@@ -87,6 +91,7 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
         m["train_s"] = json.loads((run_dir / "metrics.json").read_text()).get("train_seconds")
         results[v.name] = m
         log(f"[{v.name}] " + "  ".join(f"{k} {m[k]:.4f}" for k in ("recall@10", "recall@50", "ndcg@10")))
+    results = {v.name: results[v.name] for v in VARIANTS if v.name in results}
     any_m = next(iter(results.values()), {})
     md = [f"# CRS benchmark: {dataset}", "",
           f"Test file `{any_m.get('test_file')}`: {any_m.get('n_examples', 0):,} examples evaluated "
