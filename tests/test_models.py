@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from qamrec.config import ModelConfig, TrainConfig
+from qamrec.config import ModelConfig
 from qamrec.graph.build import knn_edges
 from qamrec.graph.store import Graph, load_graph, save_graph
 from qamrec.models.gat import GATEncoder

@@ -282,7 +282,7 @@ def evaluate(
         atomic_write_json(json_out, m)
     note = (f"{test.name}: {n_file:,} examples in the file"
             + (f"; {excluded:,} excluded (dialogues used for training), {m['n_examples']:,} evaluated" if excluded else
-               f", all evaluated") + f"  [{m['seconds']:.1f} s]")
+               ", all evaluated") + f"  [{m['seconds']:.1f} s]")
     _print_metrics({name: m}, dataset, note)
     t = Table("variant", "examples", "R@1", "R@10", "R@50", "NDCG@10", "MRR@10", "MAP", "P@10",
               title="variants (one gold item per example: P@k = R@k / k, MAP = MRR without a cut-off)")

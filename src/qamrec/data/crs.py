@@ -35,11 +35,13 @@ class CRSSource:
     valid_file: str  # the published validation file (UniCRS format)
     train_file: str | None = None  # a training file in the same format, if the dataset has one
     turns_table: tuple[str, str] | None = None  # (step, table) of raw turns when there is no training file
+    valid_source: str | None = None  # raw dialogue file the validation file was processed from (same order)
 
 
 CRS_SOURCES: dict[str, CRSSource] = {
     "redial": CRSSource("redial", "redial_entity", "redial/unicrs/item_ids.json", "redial/unicrs/entity2id.json",
-                        "redial/unicrs/valid_data_processed.jsonl", turns_table=("catalog", "redial_turns")),
+                        "redial/unicrs/valid_data_processed.jsonl", turns_table=("catalog", "redial_turns"),
+                        valid_source="unicrs_valid_dialogs.jsonl"),
     "inspired": CRSSource("inspired", "inspired_entity", "inspired/unicrs/item_ids.json",
                           "inspired/unicrs/entity2id.json", "inspired/unicrs/valid_data_dbpedia.jsonl",
                           train_file="inspired/unicrs/train_data_dbpedia.jsonl"),
@@ -58,7 +60,7 @@ class CRSData:
     entity_movie: dict[int, int]  # dataset entity id -> catalog movie id
     train: list[CRSExample]
     dev: list[CRSExample]
-    train_dialogues: pl.DataFrame  # dialogue_id (str), movie_entities (list[int]) of training dialogues (graph)
+    train_dialogues: pl.DataFrame  # dialogue_id, movie_id, liked, disliked, seen: mentions of graph dialogues
     test_file: Path
     heldout: list[int] | None  # dialogue indices of ``test_file`` held out (None: the whole file is test)
     test_sha256: str
@@ -126,8 +128,8 @@ def load_crs(name: str, config: Config) -> CRSData:
         step, table = src.turns_table  # type: ignore[misc]
         turns = load_table(prepared, step, table)
         dialogues = load_table(prepared, src.kg_step, "dialogues")
-        # the processed validation file lists the dialogues of the raw UniCRS split, in the same order
-        first = dialogues.filter(pl.col("source").str.starts_with("unicrs_"))["dialogue_id"].to_list()
+        # the processed validation file lists the dialogues of its raw source file, in the same order
+        first = dialogues.filter(pl.col("source") == src.valid_source)["dialogue_id"].to_list()
         heldout = split_dialogues(len(first), config.graph.heldout_fraction, config.seed).tolist()
         held_ids = {first[i] for i in heldout}
         turns = turns.filter(~pl.col("dialogue_id").is_in(list(held_ids)))
