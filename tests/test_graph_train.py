@@ -110,3 +110,22 @@ def test_short_training_run_beats_popularity(prepared_home: Path, tmp_path: Path
     # the saved run scores exactly as it did when trained
     trained = json.loads((tmp_path / "qamrec" / "metrics.json").read_text())["test"]
     assert trained["recall@10"] == pytest.approx(scores["qamrec"]["recall@10"], abs=1e-9)
+
+
+def test_examples_from_turns_follow_unicrs():
+    from qamrec.data.crs import examples_from_turns
+
+    turns = pl.DataFrame({
+        "dialogue_id": ["a", "a", "a", "a", "b"],
+        "turn": [0, 1, 2, 3, 0],
+        "role": ["seeker", "recommender", "seeker", "recommender", "recommender"],
+        "text": ["I liked X", "Try Y or Z", "seen Y", "then W", "hello W"],
+        "movie_entities": [[1], [2, 3], [2], [4], [4]],
+    })
+    ex = examples_from_turns(turns)
+    # one example per movie of a recommender turn with a context; the opening turn of "b" has none
+    assert [(e.dialogue, e.turn, e.item) for e in ex] == [(0, 1, 2), (0, 1, 3), (0, 3, 4)]
+    assert ex[0].context == ("I liked X",) and ex[0].entities == (1,)
+    assert ex[2].context == ("I liked X", "Try Y or Z", "seen Y") and ex[2].entities == (1, 2, 3)
+    both = examples_from_turns(turns, ("recommender", "seeker"))
+    assert [(e.turn, e.item) for e in both] == [(1, 2), (1, 3), (2, 2), (3, 4)]

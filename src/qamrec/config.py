@@ -91,6 +91,8 @@ class TrainConfig(BaseModel):
     dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
                                 description="share of training dialogues held out for early stopping")
     threads: int = Field(default=0, ge=0, description="torch threads (0: torch's default)")
+    seeker_targets: bool = Field(default=False, description="also train on the movies seekers mention "
+                                                            "(datasets given as raw turns)")
 
 
 class Config(BaseSettings):

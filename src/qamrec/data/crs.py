@@ -73,11 +73,12 @@ def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(rng.permutation(n)[: int(round(fraction * n))])
 
 
-def examples_from_turns(turns: pl.DataFrame) -> list[CRSExample]:
+def examples_from_turns(turns: pl.DataFrame, roles: tuple[str, ...] = ("recommender",)) -> list[CRSExample]:
     """UniCRS-style examples from raw turns in the dataset's entity space.
 
-    Every recommender turn that mentions movies gives one example per movie; its context is every earlier
-    turn's text and its entities every earlier turn's movies and entities (first mention order, no repeats).
+    Every turn of one of ``roles`` that mentions movies gives one example per movie; its context is every
+    earlier turn's text and its entities every earlier turn's movies and entities (first mention order, no
+    repeats). UniCRS uses recommender turns; adding ``"seeker"`` also learns from the movies seekers bring up.
     """
     out: list[CRSExample] = []
     has_ent = "entities" in turns.columns
@@ -86,7 +87,7 @@ def examples_from_turns(turns: pl.DataFrame) -> list[CRSExample]:
         entities: list[int] = []
         for row in part.iter_rows(named=True):
             movies = row["movie_entities"] or []
-            if row["role"] == "recommender" and movies and context:
+            if row["role"] in roles and movies and context:
                 for m in movies:
                     out.append(CRSExample(dialogue=d_index, turn=row["turn"], context=tuple(context),
                                           entities=tuple(entities), item=int(m), resp=row["text"]))
@@ -136,6 +137,9 @@ def load_crs(name: str, config: Config) -> CRSData:
         examples = examples_from_turns(turns)
         order = sorted(turns["dialogue_id"].unique().to_list())
     train, dev = _dev_split(examples, config.train.dev_fraction, config.seed)
+    if config.train.seeker_targets and src.turns_table:  # more training targets; dev stays as the protocol
+        dev_d = {e.dialogue for e in dev}
+        train = [e for e in examples_from_turns(turns, ("recommender", "seeker")) if e.dialogue not in dev_d]
     dev_ids = {order[i] for i in {e.dialogue for e in dev}}
     train_ids = [d for d in order if d not in dev_ids]
     kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
