@@ -24,7 +24,7 @@ from safetensors.numpy import save_file
 
 from qamrec.errors import MissingDataError
 from qamrec.features.image import PosterEncoder
-from qamrec.features.text import TextEncoder
+from qamrec.features.text import TextEncoder, as_texts
 from qamrec.io import atomic_path, sha256_bytes, sha256_file
 
 __all__ = ["EmbeddingCache", "encode_texts", "encode_posters", "text_key", "file_key"]
@@ -221,12 +221,7 @@ def encode_texts(
     texts: Sequence[str], encoder: TextEncoder, cache: EmbeddingCache | None = None, *, progress: bool = False
 ) -> np.ndarray:
     """Embed ``texts`` (float32 ``[n, dim]``, input order), encoding each distinct uncached text once."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, not a single string")
-    texts = list(texts)
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, not str")
+    texts = as_texts(texts)
     keys = [text_key(t) for t in texts]
     return _encode_cached(keys, encoder.name, encoder.dim,
                           lambda idx: encoder.encode([texts[i] for i in idx], progress=progress), cache)

@@ -22,7 +22,7 @@ from qamrec.io import sha256_file
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["TextEncoder", "DEFAULT_TEXT_MODEL", "text_model_id"]
+__all__ = ["TextEncoder", "DEFAULT_TEXT_MODEL", "text_model_id", "as_texts"]
 
 #: Name of the bundled default model (also its cache id).
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
@@ -65,6 +65,17 @@ def _quiet_loading() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def as_texts(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, refusing a bare string or a non-string item (with its index)."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, not str")
+    return texts
 
 
 class TextEncoder:
@@ -119,12 +130,7 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         """Embed ``texts``: a float32 array of shape ``[len(texts), dim]``, each row of unit L2 norm."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not a single string")
-        texts = list(texts)
-        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, not str")
+        texts = as_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         import torch
