@@ -113,7 +113,8 @@ def load_crs(name: str, config: Config) -> CRSData:
     for rel in (src.item_ids, src.entity2id, src.valid_file) + ((src.train_file,) if src.train_file else ()):
         if not (raw / rel).exists():
             raise MissingDataError(f"{raw / rel} is missing: run `qamrec data fetch {name}` first")
-    links = load_table(prepared, "catalog", "links").filter(pl.col("source") == src.link_source)
+    all_links = load_table(prepared, "catalog", "links")
+    links = all_links.filter(pl.col("source") == src.link_source)
     entity_movie = {int(k): int(m) for k, m in links.select("key", "movie_id").iter_rows()}
     entity2id = {str(k): int(v) for k, v in read_json(raw / src.entity2id).items()}
     test_file = raw / src.valid_file
@@ -146,13 +147,14 @@ def load_crs(name: str, config: Config) -> CRSData:
     return CRSData(
         name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
         item_ids=read_item_ids(raw / src.item_ids), entity_movie=entity_movie, train=train, dev=dev,
-        train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, prepared,
-                                  src.kg_step),
+        train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, all_links,
+                                  prepared, src.kg_step),
         test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
     )
 
 
-def _mentions(turns: pl.DataFrame, entity_movie: dict[int, int], prepared: Path, step: str) -> pl.DataFrame:
+def _mentions(turns: pl.DataFrame, entity_movie: dict[int, int], links: pl.DataFrame, prepared: Path,
+              step: str) -> pl.DataFrame:
     """dialogue_id, movie_id, liked, disliked, seen: the movies each training dialogue mentions.
 
     The seeker's answers come from the raw ReDial questionnaires where the step has them (1 = yes, 0 = no,
@@ -164,7 +166,7 @@ def _mentions(turns: pl.DataFrame, entity_movie: dict[int, int], prepared: Path,
     zero = pl.lit(0, pl.Float32)
     try:
         mentions = load_table(prepared, step, "mentions")
-        links = load_table(prepared, "catalog", "links").filter(pl.col("source") == "redial")
+        links = links.filter(pl.col("source") == "redial")
     except MissingDataError:
         return rows.with_columns(liked=zero, disliked=zero, seen=zero)
     q = (mentions.join(links.select(pl.col("key").cast(pl.Int64).alias("redial_id"), "movie_id"), on="redial_id")
