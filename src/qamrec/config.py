@@ -16,7 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "ModelConfig", "TrainConfig", "Config", "load_config"]
+__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "ModelConfig", "TrainConfig", "RefineConfig", "ServeConfig",
+           "Config", "load_config"]
 
 
 class DataConfig(BaseModel):
@@ -95,6 +96,49 @@ class TrainConfig(BaseModel):
                                                             "(datasets given as raw turns)")
 
 
+class RefineConfig(BaseModel):
+    """Multi-round refinement (MAGUS-style label propagation over the movie–word graph)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str = Field(default="propagation", pattern="^(propagation|naive|none)$",
+                      description="propagation: feedback spreads over the graph; naive: rejected movies are only "
+                                  "removed; none: feedback is stored but ignored")
+    damping: float = Field(default=0.85, ge=0.0, lt=1.0, description="personalized-PageRank damping")
+    steps: int = Field(default=10, ge=1, le=100, description="propagation steps")
+    # weight and negative were chosen on simulated users from ReDial training (dev) dialogues, never the test ones
+    weight: float = Field(default=6.0, ge=0.0, description="weight of propagated labels (scaled to a maximum of "
+                                                           "1) vs the standardized scores")
+    negative: float = Field(default=0.1, ge=0.0, description="size of a negative label (disliked movie, rejected "
+                                                             "refinement) relative to a positive one")
+    suggestions: int = Field(default=3, ge=0, le=4, description="refinements suggested per response")
+    popularity: float = Field(default=0.5, ge=0.0, le=1.0,
+                              description="weight of the model's learned popularity bias in served rankings "
+                                          "(1: the ranking as trained and evaluated; lower favours the request)")
+    min_word_movies: int = Field(default=2, ge=1, description="a word must describe this many candidates")
+
+
+class ServeConfig(BaseModel):
+    """The HTTP service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    store: str = Field(default="", description="session store URL (default sqlite:///<home>/sessions.sqlite3)")
+    api_key: str | None = Field(default=None, description="when set, every route but /health needs X-API-Key")
+    cors_origins: list[str] = Field(default=[], description="origins allowed by CORS (default: CORS off)")
+    max_body_bytes: int = Field(default=65536, ge=1024, description="larger request bodies get 413")
+    workers: int = Field(default=1, ge=1, le=64, description="service processes (each loads the model; they "
+                                                              "share the session store)")
+    catalog: str = Field(default="", description="a prepared MovieLens dataset whose movies extend the served "
+                                                 "catalog beyond the graph's candidates (e.g. movielens-32m)")
+    item_dtype: str = Field(default="float32", pattern="^(float32|bfloat16)$",
+                            description="storage of the extended catalog's score matrix")
+    threads: int = Field(default=0, ge=0, description="torch threads per process while serving (0: torch's "
+                                                      "default; 1 lets concurrent requests use separate cores)")
+
+
 class Config(BaseSettings):
     """The resolved configuration of a run."""
 
@@ -107,6 +151,8 @@ class Config(BaseSettings):
     graph: GraphConfig = Field(default_factory=GraphConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @field_validator("home")
     @classmethod
@@ -132,6 +178,16 @@ class Config(BaseSettings):
     def graph_dir(self) -> Path:
         """Built graphs, one folder per dataset."""
         return self.home / "graphs"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Trained run directories made by ``demo`` (``train --out`` can put them anywhere)."""
+        return self.home / "runs"
+
+    @property
+    def store_url(self) -> str:
+        """Where sessions live: ``serve.store``, or SQLite under the data home."""
+        return self.serve.store or f"sqlite:///{self.home / 'sessions.sqlite3'}"
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Return a copy with ``key=value`` overrides applied (dotted keys for nested fields)."""

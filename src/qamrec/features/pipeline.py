@@ -10,7 +10,7 @@ import numpy as np
 
 from qamrec.config import Config
 
-__all__ = ["text_function", "poster_function"]
+__all__ = ["text_function", "text_encoder", "poster_function"]
 
 
 @lru_cache(maxsize=4)
@@ -19,6 +19,11 @@ def _text(model: str, batch_size: int, cache_root: Path):
     from qamrec.features.text import TextEncoder
 
     return TextEncoder(model, batch_size=batch_size), EmbeddingCache(cache_root)
+
+
+def text_encoder(config: Config):
+    """The configured :class:`~qamrec.features.text.TextEncoder` itself (no cache: for one-off queries)."""
+    return _text(config.features.text_model, config.features.batch_size, config.cache_dir)[0]
 
 
 def text_function(config: Config, progress: bool = False) -> Callable[[list[str]], np.ndarray]:

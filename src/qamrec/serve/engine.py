@@ -1,0 +1,461 @@
+"""The recommendation engine behind the CLI's ``recommend``, the HTTP service and the rounds benchmark.
+
+It loads a run directory once, precomputes the candidates' representations, and answers a request with one
+query encoding, one pooling step and one scoring pass; feedback of a conversation (liked / disliked / seen
+movies, accepted / rejected refinements) enters through :mod:`qamrec.serve.refine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from rapidfuzz import fuzz, process
+
+from qamrec.config import Config, RefineConfig
+from qamrec.data.schema import normalize_title, split_title_year
+from qamrec.errors import QamrecError
+from qamrec.graph.store import Graph
+from qamrec.models.qamrec import QAMRec
+from qamrec.models.query import POOLED_TYPES, Query
+from qamrec.serve.refine import Refinement, WordGraph, propagate, suggest
+
+__all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
+
+_MOVIE_LINKS = ("comentioned", "text_knn", "poster_knn")
+_WORD_RELATIONS = ("director", "starring", "writer", "genre", "productionCompany", "musicComposer", "cinematography",
+                   "producer", "distributor", "subject")
+
+
+class UnknownTitleError(QamrecError):
+    """A title the catalog cannot resolve; ``closest`` holds the nearest titles."""
+
+    def __init__(self, title: str, closest: list[str]) -> None:
+        self.title, self.closest = title, closest
+        hint = f"; closest: {'; '.join(closest)}" if closest else ""
+        super().__init__(f"unknown title {title!r}{hint}")
+
+
+def display_title(title: str) -> str:
+    """MovieLens' "Matrix, The" as "The Matrix" (and "Ocean's Eleven (a.k.a. ...)" without the a.k.a.)."""
+    t = title.split(" (a.k.a.")[0].strip()
+    for art in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El"):
+        if t.endswith(", " + art):
+            return f"{art} {t[: -len(art) - 2]}"
+    return t
+
+
+@dataclass
+class Feedback:
+    """What a person said about movies and refinements so far (catalog movie ids; refinement word labels)."""
+
+    liked: list[int] = field(default_factory=list)
+    disliked: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+    accepted: list[tuple[str, ...]] = field(default_factory=list)
+    rejected: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.liked or self.disliked or self.seen or self.accepted or self.rejected)
+
+
+@dataclass
+class Result:
+    """Ranked movies (dicts with id, title, year, genres, has_poster, score, reasons, reason), what the model
+    attended to, and suggested refinements."""
+
+    query: str
+    movies: list[dict[str, Any]]
+    attended: list[dict[str, Any]]
+    suggestions: list[Refinement]
+    scores: np.ndarray  # the final scores per candidate (after feedback)
+
+
+def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) -> WordGraph:
+    """The MAGUS item–word graph over the candidates: genres, tags, decades and KG people / studios / subjects."""
+    d, meta = graph.data, graph.meta
+    cands = np.asarray(meta["candidates"])
+    node_to_cands: dict[int, list[int]] = {}
+    for j, m in enumerate(cands.tolist()):
+        node_to_cands.setdefault(m, []).append(j)
+    labels: list[str] = []
+    kinds: list[str] = []
+    by_label: dict[str, int] = {}  # one word per label: the tag "action" is the genre "action"
+    pairs: list[np.ndarray] = []
+
+    def add(kind: str, names: Sequence[str], movie_nodes: np.ndarray, word_local: np.ndarray) -> None:
+        keep = np.isin(movie_nodes, cands)
+        movie_nodes, word_local = movie_nodes[keep], word_local[keep]
+        uniq, inv = np.unique(word_local, return_inverse=True)
+        counts = np.bincount(inv, minlength=len(uniq))
+        new_id = np.full(len(uniq), -1)
+        for i, u in enumerate(uniq.tolist()):
+            name = str(names[u]).strip()
+            if counts[i] < min_movies or not name:
+                continue
+            if name.lower() not in by_label:
+                by_label[name.lower()] = len(labels)
+                labels.append(name)
+                kinds.append(kind)
+            new_id[i] = by_label[name.lower()]
+        sel = new_id[inv] >= 0
+        rows = [(j, w) for m, w in zip(movie_nodes[sel].tolist(), new_id[inv][sel].tolist()) for j in node_to_cands[m]]
+        if rows:
+            pairs.append(np.asarray(rows, dtype=np.int64))
+
+    for et in d.edge_types:
+        src, rel, dst = et
+        if src != "movie":
+            continue
+        ei = d[et].edge_index.numpy()
+        if rel == "has_genre":
+            add("genre", meta["genres"], ei[0], ei[1])
+        elif rel == "has_tag":
+            add("tag", meta["tags"], ei[0], ei[1])
+        elif rel.startswith("kg_") and rel[3:] in _WORD_RELATIONS and meta.get("entity_labels"):
+            add(rel[3:], meta["entity_labels"], ei[0], ei[1])
+    movie_ids = meta["movie_ids"]
+    dec = np.array([(years.get(movie_ids[m]) or 0) // 10 * 10 for m in cands.tolist()])
+    has = dec > 0
+    names = {x: f"{x}s" for x in np.unique(dec[has]).tolist()}
+    add("decade", names, cands[has], dec[has])
+    return WordGraph(len(cands), labels, kinds, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+
+
+class Engine:
+    """A loaded recommender ready to answer queries.
+
+    Args:
+        model: a fitted :class:`~qamrec.models.qamrec.QAMRec`.
+        graph: its graph.
+        movies: catalog rows (movie_id, title, year, genres, poster_path) for the graph's movies.
+        refine: feedback settings.
+        encode_query: texts -> embeddings (uncached); defaults to the model's own text function.
+        raw_dir: where poster paths are relative to.
+    """
+
+    def __init__(self, model: QAMRec, graph: Graph, movies: pl.DataFrame, refine: RefineConfig | None = None,
+                 encode_query: Any = None, raw_dir: Path | None = None, name: str = "") -> None:
+        self.model, self.graph, self.name = model, graph, name
+        self.refine = refine or RefineConfig()
+        self.encode_query = encode_query or model.encode_text
+        self.raw_dir = raw_dir
+        meta = graph.meta
+        self.movie_ids: list[int] = list(meta["movie_ids"])
+        self.cands = np.asarray(meta["candidates"], dtype=np.int64)
+        self.cand_movie = np.asarray(self.movie_ids, dtype=np.int64)[self.cands]
+        self.node_of = {m: i for i, m in enumerate(self.movie_ids)}
+        self.columns: dict[int, list[int]] = {}  # catalog movie id -> its candidate columns
+        for j, m in enumerate(self.cand_movie.tolist()):
+            self.columns.setdefault(m, []).append(j)
+        rows = movies.filter(pl.col("movie_id").is_in(self.movie_ids)).select(
+            "movie_id", "title", "year", "genres", "poster_path").to_dicts()
+        self.info: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            title = display_title(r["title"] or f"movie {r['movie_id']}")
+            self.info[r["movie_id"]] = {"id": r["movie_id"], "title": title,
+                                        "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
+                                        "poster_path": r["poster_path"]}
+        self.model.precompute()
+        self.extra: dict[str, Any] | None = None  # movies outside the graph (see extend_catalog)
+        self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
+        self._labels = self._node_labels()
+        self._links = self._movie_links()
+        self._titles = self._title_index()
+
+    # ----------------------------------------------------------------- construction helpers
+    def _node_labels(self) -> list[tuple[str, str]]:
+        """(kind, label) of every row of the pooled node table, in :data:`POOLED_TYPES` order."""
+        meta, d = self.graph.meta, self.graph.data
+        out: list[tuple[str, str]] = []
+        for t in POOLED_TYPES:
+            if t not in d.node_types:
+                continue
+            if t == "movie":
+                out += [("movie", self.label(m)) for m in self.movie_ids]
+            elif t == "entity":
+                out += [("entity", str(x)) for x in meta.get("entity_labels") or [""] * int(d[t].num_nodes)]
+            else:
+                out += [(t, str(x)) for x in meta[t + "s"]]
+        return out
+
+    def _movie_links(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, global pooled ids) of each movie node's genres, tags, entities and linked movies."""
+        d, feat = self.graph.data, self.model.featurizer
+        src, dst = [], []
+        for (s, rel, t) in d.edge_types:
+            if s != "movie" or t not in feat.offsets:
+                continue
+            if t == "movie" and rel not in _MOVIE_LINKS:
+                continue
+            ei = d[(s, rel, t)].edge_index
+            src.append(ei[0])
+            dst.append(ei[1] + feat.offsets[t])
+            if t == "movie":  # movie-movie links count both ways
+                src.append(ei[1])
+                dst.append(ei[0] + feat.offsets[t])
+        s_all = torch.cat(src).numpy() if src else np.zeros(0, np.int64)
+        d_all = torch.cat(dst).numpy() if dst else np.zeros(0, np.int64)
+        order = np.argsort(s_all, kind="stable")
+        indptr = np.searchsorted(s_all[order], np.arange(len(self.movie_ids) + 1))
+        return indptr, d_all[order]
+
+    def _title_index(self) -> tuple[list[str], list[int]]:
+        keys, ids = [], []
+        for m in self.movie_ids:
+            if m in self.info:
+                keys.append(normalize_title(self.info[m]["title"]))
+                ids.append(m)
+        return keys, ids
+
+    @classmethod
+    def from_run(cls, run: Path, config: Config) -> Engine:
+        """Load a run directory (and the catalog of the data home it was prepared in)."""
+        from qamrec.data.prepare import load_table
+        from qamrec.features.pipeline import text_encoder
+        from qamrec.train.run import load_run
+
+        model, graph, saved = load_run(run, config)
+        if not isinstance(model, QAMRec):
+            raise QamrecError(f"{run}: model {model.name!r} cannot serve; train the qamrec model")
+        movies = load_table(config.prepared_dir, "catalog", "movies")
+        run_cfg = config.model_copy(update={"features": config.features.model_copy(
+            update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
+        enc = text_encoder(run_cfg)
+        return cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
+                   name=f"{saved.get('dataset', '?')}:{run.name}")
+
+    @torch.no_grad()
+    def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: torch.dtype = torch.float32) -> int:
+        """Make movies outside the graph recommendable (e.g. a whole MovieLens-32M catalog).
+
+        ``movies`` has movie_id, title, year, genres (and optionally poster_path); ``text`` [n, D] their text
+        embeddings; ``dtype`` the storage of their score matrix (``torch.bfloat16`` halves the memory read
+        per query at a small cost in precision). A movie in the graph that is not a candidate keeps its graph
+        representation; one outside it gets the encoder's output for an isolated node (the per-type root terms
+        only: no neighbour to attend to). Their bias is the candidates' median; they carry no words, so reasons
+        and refinements come from the graph's candidates. A later call replaces the earlier extension.
+        Returns the number of movies added.
+        """
+        net = self.model.net
+        assert net is not None
+        keep = ~np.isin(movies["movie_id"].to_numpy(), self.cand_movie)
+        movies, text = movies.filter(pl.Series(keep)), np.asarray(text, dtype=np.float32)[keep]
+        if movies.height == 0:
+            return 0
+        ids = movies["movie_id"].to_list()
+        x = torch.from_numpy(text)
+        parts = [x] if net.cfg.text_features else []
+        if net.use_poster:
+            parts += [torch.zeros(len(x), net.movie_poster.shape[1]), torch.zeros(len(x), 1)]
+        h = net.movie_in(torch.cat(parts, dim=1)) if parts else torch.zeros(len(x), net.cfg.hidden)
+        net.eval()
+        if hasattr(net.encoder, "convs"):
+            h = net.encoder({"movie": h}, {}, {})["movie"]
+        else:
+            h = h + net.encoder["movie"](h)
+        table, _ = self.model.precompute()  # movies in the graph keep their graph representation
+        node = torch.tensor([self.node_of.get(m, -1) for m in ids])
+        in_graph = node >= 0
+        h[in_graph] = table[self.model.featurizer.offsets["movie"] + node[in_graph]]
+        fields = ["movie_id", "title", "year", "genres"] + (["poster_path"] if "poster_path" in movies.columns else [])
+        for r in movies.select(fields).to_dicts():
+            if r["movie_id"] in self.info:  # a graph movie: the catalog facts are already there
+                continue
+            self.info[r["movie_id"]] = {"id": r["movie_id"], "title": display_title(r["title"] or ""),
+                                        "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
+                                        "poster_path": r.get("poster_path")}
+        cols = [net.item(h), net.bias.detach().median().expand(len(ids), 1)]
+        if getattr(net, "cand_text", None) is not None:
+            cols.append(torch.nn.functional.normalize(x, dim=1))
+        # one row per movie: [v_j | b_j | x_j], scored by one product with [p | popularity | lambda q]
+        self.extra = {"movie": np.asarray(ids, dtype=np.int64), "matrix": torch.cat(cols, 1).to(dtype).contiguous(),
+                      "text": len(cols) == 3, "all_movies": np.concatenate([self.cand_movie, np.asarray(ids)])}
+        return len(ids)
+
+    @property
+    def catalog_size(self) -> int:
+        """Distinct movies this engine can recommend."""
+        n = len(set(self.cand_movie.tolist()))
+        return n + (len(self.extra["movie"]) if self.extra else 0)
+
+    # ----------------------------------------------------------------- lookups
+    @property
+    def dataset(self) -> str:
+        return str(self.graph.meta.get("dataset", ""))
+
+    def label(self, movie_id: int) -> str:
+        i = self.info.get(movie_id)
+        if i is None:
+            return f"movie {movie_id}"
+        return f"{i['title']} ({i['year']})" if i["year"] else i["title"]
+
+    def movie(self, movie_id: int) -> dict[str, Any] | None:
+        """Catalog facts of a movie the engine knows, or None."""
+        i = self.info.get(movie_id)
+        return None if i is None else {k: v for k, v in i.items() if k != "poster_path"} | {
+            "has_poster": bool(i["poster_path"])}
+
+    def poster_file(self, movie_id: int) -> Path | None:
+        """The prepared poster file of a movie, if the catalog has one (it may still be missing on disk)."""
+        i = self.info.get(movie_id)
+        if i is None or not i["poster_path"] or self.raw_dir is None:
+            return None
+        return self.raw_dir / i["poster_path"]
+
+    def resolve(self, title: str) -> int:
+        """A catalog movie id for a title such as "Ocean's Eleven (2001)" (fuzzy; year breaks ties)."""
+        name, year = split_title_year(title.strip())
+        key = normalize_title(name)
+        keys, ids = self._titles
+        if not key:
+            raise UnknownTitleError(title, [])
+        exact = [ids[i] for i, k in enumerate(keys) if k == key]
+        pool = exact or [ids[i] for _, score, i in process.extract(key, keys, scorer=fuzz.ratio, limit=10)
+                         if score >= 90]
+        if pool:
+            if year is not None:
+                same = [m for m in pool if self.info[m]["year"] == year]
+                near = [m for m in pool if self.info[m]["year"] and abs(self.info[m]["year"] - year) <= 1]
+                pool = same or near or (pool if exact else [])  # a fuzzy title must agree on the year
+            if pool:
+                return sorted(pool, key=lambda m: (m not in self.columns, m))[0]
+        near = process.extract(key, keys, scorer=fuzz.WRatio, limit=5)
+        raise UnknownTitleError(title, [self.label(ids[i]) for _, _, i in near])
+
+    # ----------------------------------------------------------------- answering
+    def _feedback_scores(self, fb: Feedback) -> torch.Tensor | None:
+        if not fb or self.refine.mode != "propagation":
+            return None
+        col = self.columns
+        items: dict[int, float] = {}
+        for m in fb.liked:
+            for j in col.get(m, ()):
+                items[j] = items.get(j, 0.0) + 1.0
+        neg = self.refine.negative
+        for m in fb.disliked:
+            for j in col.get(m, ()):
+                items[j] = items.get(j, 0.0) - neg
+        words: dict[int, float] = {}
+        for group, sign in ((fb.accepted, 1.0), (fb.rejected, -neg)):
+            for ws in group:
+                idx = [self.words.index[w.lower()] for w in ws if w.lower() in self.words.index]
+                for w in idx:
+                    words[w] = words.get(w, 0.0) + sign / (1.0 if sign > 0 else len(idx))  # one wrong word suffices
+        if not items and not words:
+            return None
+        r, _ = propagate(self.words, items, words, self.refine.damping, self.refine.steps)
+        return r / r.abs().max().clamp(min=1e-9)
+
+    @torch.no_grad()
+    def recommend(self, text: str, feedback: Feedback | None = None, k: int = 10,
+                  suggestions: int | None = None, exclude: Sequence[int] = (), anchors: Sequence[int] = ()) -> Result:
+        """Rank the candidates for ``text`` and the session's feedback; top ``k`` distinct movies.
+
+        ``anchors`` are movies the request names (e.g. "like Ocean's Eleven"): anchor nodes of the query, not
+        recommended back. ``feedback`` is a conversation's: with ``refine.mode="propagation"`` liked movies
+        become anchors too, accepted refinements join the query text, and all of it is propagated as labels;
+        in every mode but ``none``, liked, disliked and seen movies are not recommended again.
+        """
+        fb = feedback or Feedback()
+        use_fb = self.refine.mode != "none"  # naive: feedback only removes movies; propagation: all of it
+        full_fb = self.refine.mode == "propagation"
+        words = [w for ws in fb.accepted for w in ws] if full_fb else []
+        full = " ".join([text.strip()] + words)
+        q = Query(text=full, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
+        net = self.model.net
+        assert net is not None
+        qb = self.model.featurizer([q], text=self.encode_query([full]))
+        table, items = self.model.precompute()
+        p, alpha = net.preference(table, qb)
+        s = net.score(p, items, qb)[0] - (1.0 - self.refine.popularity) * net.bias
+        n_c = len(self.cands)
+        qn = torch.nn.functional.normalize(qb.text, dim=1)[0]
+        if self.extra is not None:
+            mat = self.extra["matrix"]
+            qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self.extra["text"] else [])
+            s = torch.cat([s, (mat @ torch.cat(qv).to(mat.dtype)).float()])
+        z = (s - s.mean()) / s.std().clamp(min=1e-6)
+        r = self._feedback_scores(fb) if full_fb else None
+        final = z.clone()
+        if r is not None:
+            final[:n_c] += self.refine.weight * r
+        all_movies = self.cand_movie if self.extra is None else self.extra["all_movies"]
+        banned = set(exclude) | set(anchors)
+        if use_fb:
+            banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
+        picked: list[int] = []
+        taken: set[int] = set()
+        start, want = 0, min(len(final), 5 * k + len(banned))
+        while len(picked) < k and start < len(final):  # the top few suffice unless most are banned or repeats
+            for j in torch.topk(final, want).indices.tolist()[start:]:
+                m = int(all_movies[j])
+                if m in taken or m in banned:
+                    continue
+                taken.add(m)
+                picked.append(j)
+                if len(picked) == k:
+                    break
+            start, want = want, min(len(final), 2 * want)
+        att = sorted(zip(qb.nodes.tolist(), alpha.tolist()), key=lambda x: -x[1])
+        attended = [{"kind": self._labels[n][0], "label": self._labels[n][1], "weight": round(float(a), 4)}
+                    for n, a in att]
+        movies = []
+        cand_text = getattr(net, "cand_text", None)
+        for j in picked:
+            m = int(all_movies[j])
+            if j < n_c:
+                reasons = self._reasons(int(self.cands[j]), att, r[j].item() if r is not None else 0.0,
+                                        float(cand_text[j] @ qn) if cand_text is not None else None)
+            else:
+                row = self.extra["matrix"][j - n_c].float()
+                c = float(row[-qn.shape[0]:] @ qn) if self.extra["text"] else 0.0
+                reasons = [{"kind": "text", "label": "close to your words", "weight": round(c, 4)}]
+            info = self.movie(m) or {"id": m, "title": f"movie {m}", "year": None, "genres": [], "has_poster": False}
+            movies.append(info | {"score": round(float(final[j]), 4), "reasons": reasons,
+                                  "reason": _sentence(reasons)})
+        n_sugg = self.refine.suggestions if suggestions is None else suggestions
+        ex_words = {self.words.index[w.lower()] for ws in fb.accepted + fb.rejected for w in ws
+                    if w.lower() in self.words.index}
+        sugg = suggest(self.words, final[:n_c].numpy(), n=n_sugg, exclude_words=ex_words) if n_sugg else []
+        return Result(full, movies, attended, sugg, final[:n_c].numpy())
+
+    def _reasons(self, node: int, att: list[tuple[int, float]], fb: float, cos: float | None) -> list[dict[str, Any]]:
+        """The attended nodes linked to this movie (highest attention first), feedback, and text closeness."""
+        indptr, nbr = self._links
+        linked = set(nbr[indptr[node]:indptr[node + 1]].tolist())
+        own = self.model.featurizer.offsets["movie"] + node
+        out: list[dict[str, Any]] = []
+        labels: set[str] = set()
+        for n, a in att:
+            if n != own and n in linked and a >= 0.02 and self._labels[n][1].lower() not in labels:
+                kind, label = self._labels[n]
+                labels.add(label.lower())
+                out.append({"kind": kind, "label": label, "weight": round(float(a), 4)})
+            if len(out) == 3:
+                break
+        if fb > 0.05:
+            out.append({"kind": "feedback", "label": "close to what you liked", "weight": round(fb, 4)})
+        if not out and cos is not None:
+            out.append({"kind": "text", "label": "close to your words", "weight": round(cos, 4)})
+        return out
+
+
+def _sentence(reasons: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in reasons:
+        if r["kind"] == "movie":
+            parts.append(f"like {r['label']}")
+        elif r["kind"] in ("text", "feedback"):
+            parts.append(r["label"])
+        else:
+            parts.append(r["label"])
+    if not parts:
+        return "popular with people asking similar things"
+    s = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return s[0].upper() + s[1:]
