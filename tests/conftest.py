@@ -21,7 +21,12 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_home(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data home with every dataset fetched from the shared folder and prepared (catalog included)."""
+    """A data home with every dataset fetched from the shared folder and prepared (catalog included).
+
+    ``QAMREC_TEST_HOME`` names an already prepared home to use instead (to iterate quickly in development).
+    """
+    if os.environ.get("QAMREC_TEST_HOME"):
+        return Path(os.environ["QAMREC_TEST_HOME"])
     from qamrec.data.fetch import fetch
     from qamrec.data.prepare import prepare
     from qamrec.data.registry import dataset_names
@@ -31,3 +36,68 @@ def prepared_home(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
         fetch(name, home / "raw", source=shared_data)
     prepare(None, home / "raw", home / "prepared")
     return home
+
+
+#: settings of the small trained model the service tests share (a light graph: no MovieLens users)
+SMALL_RUN_SETTINGS = ["graph.ratings=", "train.epochs=2", "train.patience=2"]
+
+
+@pytest.fixture(scope="session")
+def small_run_settings() -> list[str]:
+    return list(SMALL_RUN_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def small_run(prepared_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A QAMRec run directory trained briefly on INSPIRED with the real encoders."""
+    from qamrec.cli import _make_model
+    from qamrec.config import load_config
+    from qamrec.train.run import train_run
+
+    config = load_config(SMALL_RUN_SETTINGS, home=prepared_home)
+    run = tmp_path_factory.mktemp("runs") / "small"
+    train_run("inspired", config, run, make_model=_make_model("qamrec"))
+    return run
+
+
+@pytest.fixture(scope="session")
+def small_engine(small_run: Path, prepared_home: Path):
+    from qamrec.config import load_config
+    from qamrec.serve.engine import Engine
+
+    return Engine.from_run(small_run, load_config(SMALL_RUN_SETTINGS, home=prepared_home))
+
+
+@pytest.fixture(scope="session")
+def live_server_url(small_engine, tmp_path_factory: pytest.TempPathFactory):
+    """The real service (uvicorn, in a thread) on the small model, at ``http://127.0.0.1:PORT``."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from qamrec.serve.app import create_app
+    from qamrec.serve.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path_factory.mktemp("sessions") / "sessions.sqlite3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(small_engine, store), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    else:
+        raise RuntimeError("the service did not start")
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

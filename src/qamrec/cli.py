@@ -28,12 +28,15 @@ graph_app = typer.Typer(help="Build and inspect the heterogeneous graph.", no_ar
 app.add_typer(graph_app, name="graph")
 benchmark_app = typer.Typer(help="Benchmarks on the standard protocols.", no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
+bench_app = typer.Typer(help="Speed and memory benchmarks (JSON + markdown).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
 
 class _State:
     config: Config | None = None
+    overrides: list[str] = []
 
 
 def cfg() -> Config:
@@ -48,6 +51,7 @@ def _main(
     set_: Annotated[list[str], typer.Option("--set", help="config override key=value (repeatable)")] = [],
 ) -> None:
     _State.config = load_config(set_, home=home)
+    _State.overrides = list(set_)
 
 
 def _progress() -> Progress:
@@ -334,16 +338,213 @@ def benchmark_crs(
     console.print(f"wrote {out / f'crs_{dataset}.md'}, .json and .png")
 
 
+@benchmark_app.command("rounds")
+def benchmark_rounds(
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for the table, JSON and plot")] = Path("bench"),
+    rounds: Annotated[int, typer.Option(min=1, max=20)] = 5,
+    users: Annotated[int, typer.Option(min=0, help="at most this many simulated users (0: all)")] = 0,
+) -> None:
+    """Multi-round sessions with simulated users (MAGUS): SA@r without, with naive and with propagated feedback."""
+    from qamrec.data.crs import CRS_SOURCES
+    from qamrec.eval.rounds import run_rounds_benchmark, sim_users
+    from qamrec.io import read_json
+    from qamrec.train.run import select_test_examples
+
+    c = cfg()
+    engine = _engine(run)
+    run = _run_or_default(run)
+    dataset = engine.dataset
+    src = CRS_SOURCES[dataset]
+    test = run / "test.jsonl" if (run / "test.jsonl").exists() else c.raw_dir / src.valid_file
+    entity2id = {str(k): int(v) for k, v in read_json(c.raw_dir / src.entity2id).items()}
+    examples, _, _ = select_test_examples(engine.graph, test, entity2id)
+    item_movie = {e: int(engine.cand_movie[j]) for j, e in enumerate(engine.graph.meta["item_ids"])}
+    sims = sim_users(examples, item_movie)
+    sims = sims[:users] if users else sims
+    console.print(f"{len(sims)} simulated users from {test.name} ({dataset})")
+    with _progress() as bar:
+        task = bar.add_task("sessions", total=None)
+        run_rounds_benchmark(engine, sims, out, dataset, rounds=rounds,
+                             progress=lambda i, n: bar.update(task, completed=i, total=n))
+    console.print((out / f"rounds_{dataset}.md").read_text())
+    console.print(f"wrote {out / f'rounds_{dataset}.md'}, .json and .png")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for serve.json and serve.md")] = Path("bench"),
+    seconds: Annotated[float, typer.Option(min=1, help="how long the client fires requests")] = 20.0,
+    clients: Annotated[int, typer.Option(min=1, max=256, help="concurrent client connections")] = 8,
+    calls: Annotated[int, typer.Option(min=10, help="in-process recommend calls timed")] = 300,
+    dtype: Annotated[str, typer.Option(help="item matrix storage for the service: float32 or bfloat16")] = "float32",
+    workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 2,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads per worker (0: torch's default)")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Latency in-process and of the service under load, on the catalog plus every MovieLens-32M movie."""
+    from qamrec.serve.bench import movielens_catalog, run_serve_benchmark
+
+    if dtype not in ("float32", "bfloat16"):
+        raise QamrecError(f"--dtype {dtype!r}: use float32 or bfloat16")
+    engine = _engine(run)
+    with console.status("embedding the MovieLens-32M titles (cached after the first run)"):
+        movies, text = movielens_catalog(cfg())
+    log = (lambda m: err_console.print(m)) if as_json else (lambda m: console.print(m))
+    r = run_serve_benchmark(engine, movies, text, out, run=_run_or_default(run), home=cfg().home,
+                            overrides=_State.overrides, seconds=seconds, clients=clients, calls=calls, dtype=dtype,
+                            threads=threads, workers=workers, log=log)
+    if as_json:
+        sys.stdout.write(json.dumps(r) + "\n")
+    else:
+        console.print((out / "serve.md").read_text())
+
+
+def _run_or_default(run: Path | None) -> Path:
+    from qamrec.train.run import RUN_FILES
+
+    c = cfg()
+    run = run or c.runs_dir / "default"
+    if not all((run / f).exists() for f in RUN_FILES):
+        hint = "run `make demo` (it trains one)" if run == c.runs_dir / "default" else "check --run"
+        raise QamrecError(f"{run}: no complete trained run directory here; {hint} or `qamrec train --out {run}`")
+    return run
+
+
+def _engine(run: Path | None):
+    from qamrec.serve.engine import Engine
+
+    run = _run_or_default(run)
+    with console.status(f"loading {run}"):
+        return Engine.from_run(run, cfg())
+
+
+def _print_recommendations(engine, result, title: str) -> None:
+    t = Table("#", "title (year)", "genres", "score", "why", title=title, title_justify="left")
+    for i, m in enumerate(result.movies, 1):
+        t.add_row(str(i), f"{m['title']} ({m['year']})" if m["year"] else m["title"], ", ".join(m["genres"][:3]),
+                  f"{m['score']:.2f}", m["reason"])
+    console.print(t)
+    att = ", ".join(f"{a['label']} {a['weight']:.2f}" for a in result.attended[:6])
+    console.print(f"[dim]attended to: {att}[/]", highlight=False)
+    if result.suggestions:
+        console.print("[dim]refine with: " + " | ".join(s.label for s in result.suggestions) + "[/]", highlight=False)
+
+
+@app.command()
+def recommend(
+    query: Annotated[str, typer.Argument(help="what you want, in your own words")],
+    liked: Annotated[list[str], typer.Option(help="a title you liked, e.g. \"Ocean's Eleven (2001)\" (repeatable)")] = [],
+    disliked: Annotated[list[str], typer.Option(help="a title you did not like (repeatable)")] = [],
+    k: Annotated[int, typer.Option(min=1, max=100, help="how many movies")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+) -> None:
+    """Recommend movies for a request, with the reasons the model's attention gives."""
+    from qamrec.serve.engine import Feedback
+    from qamrec.serve.schemas import MAX_QUERY_CHARS
+
+    if not query.strip() or len(query) > MAX_QUERY_CHARS:
+        raise QamrecError(f"the query must have 1 to {MAX_QUERY_CHARS} characters")
+    engine = _engine(run)
+    resolved = {t: engine.resolve(t) for t in [*liked, *disliked]}
+    fb = Feedback(disliked=[resolved[t] for t in disliked])
+    result = engine.recommend(query, fb, k=k, anchors=[resolved[t] for t in liked])
+    if as_json:
+        sys.stdout.write(json.dumps({"query": result.query, "resolved": resolved, "movies": result.movies,
+                                     "attended": result.attended[:25],
+                                     "suggestions": [list(s.labels) for s in result.suggestions]}) + "\n")
+        return
+    for t, m in resolved.items():
+        console.print(f"[dim]{t!r} -> {engine.label(m)} (id {m})[/]", highlight=False)
+    _print_recommendations(engine, result, f"{query}")
+
+
+def _serve(run: Path, host: str | None, port: int | None, engine=None) -> None:
+    import os
+
+    import uvicorn
+
+    from qamrec.serve.app import RUN_ENV, SET_ENV, create_app, load_engine
+    from qamrec.serve.store import open_store
+
+    c = cfg()
+    settings = c.serve.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    where = f"http://{settings.host}:{settings.port}/"
+    if settings.workers > 1:  # separate processes, each with the model, sharing the SQLite store
+        os.environ[RUN_ENV] = str(run.resolve())
+        os.environ[SET_ENV] = json.dumps(_State.overrides + [f"home={c.home}"])
+        console.print(f"serving {run} with {settings.workers} workers on [bold]{where}[/] (API docs at /docs; "
+                      f"sessions in {c.store_url}); Ctrl-C stops")
+        uvicorn.run("qamrec.serve.app:app_from_env", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, log_level="warning")
+        return
+    if engine is None or c.serve.catalog:
+        with console.status(f"loading {run}"):
+            engine = load_engine(run, c)
+    app_ = create_app(engine, open_store(c.store_url), settings)
+    console.print(f"serving {engine.name} ({engine.catalog_size:,} movies) on [bold]{where}[/] "
+                  f"(API docs at /docs; sessions in {c.store_url}); Ctrl-C stops")
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def serve(
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default 8000)")] = None,
+) -> None:
+    """The HTTP service and the web page."""
+    _serve(_run_or_default(run), host, port)
+
+
+DEMO_QUERIES = (
+    ("funny heist movie with a great ensemble", ["Ocean's Eleven (2001)"]),
+    ("a slow-burn sci-fi with a twist, nothing gory", ["Arrival (2016)"]),
+    ("something scary for halloween night", []),
+)
+
+
 @app.command()
 def demo(
     from_: Annotated[Optional[Path], typer.Option("--from", help="local folder laid out like shared/data")] = None,
+    dataset: Annotated[str, typer.Option(help="the CRS dataset the demo model learns from")] = "redial",
+    web: Annotated[bool, typer.Option(help="start the web page at the end")] = True,
+    port: Annotated[Optional[int], typer.Option(help="port of the web page (default serve.port)")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="at most this many training epochs for the demo model")] = 6,
 ) -> None:
-    """The main job end to end: fetch (or locate) the data, prepare it, print the catalog summary."""
+    """The main job end to end: data, graph, a trained model (cached), recommendations, the web page."""
     from qamrec.data.registry import dataset_names
+    from qamrec.train.run import RUN_FILES
 
+    c = cfg()
     _fetch(dataset_names(), from_)
     _prepare(None)
     _print_catalog(_catalog_summary())
+    run = c.runs_dir / "default"
+    if all((run / f).exists() for f in RUN_FILES):
+        console.print(f"using the trained model in {run} (delete it to train again)")
+    else:
+        console.print(f"training the demo model on {dataset} (once; it is cached in {run})")
+        tc = c.model_copy(update={"train": c.train.model_copy(update={"epochs": min(c.train.epochs, epochs)})})
+        m = _train(dataset, run, "qamrec", True, tc)
+        console.print(f"held-out recall@10 {m['test']['recall@10']:.3f}, recall@50 {m['test']['recall@50']:.3f} "
+                      f"on {m['test']['n_examples']:,} examples")
+    engine = _engine(run)
+    from qamrec.serve.engine import UnknownTitleError
+
+    for text, liked in DEMO_QUERIES:
+        ids = []
+        for t in liked:
+            try:
+                ids.append(engine.resolve(t))
+            except UnknownTitleError as e:  # a model trained without MovieLens may not know every title
+                console.print(f"[dim]{e}[/]", highlight=False)
+        result = engine.recommend(text, k=8, anchors=ids)
+        _print_recommendations(engine, result, text + (f"  (liked: {', '.join(liked)})" if liked else ""))
+    if web:
+        _serve(run, None, port, engine)
 
 
 def main() -> None:

@@ -1,0 +1,196 @@
+"""The HTTP service on a small trained model: validation, 404s, conversations across a restart, posters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qamrec.config import ServeConfig
+from qamrec.serve.app import create_app
+from qamrec.serve.store import SQLiteStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def client(small_engine, tmp_path: Path):
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    with TestClient(create_app(small_engine, store)) as c:
+        c.store = store  # type: ignore[attr-defined]
+        yield c
+
+
+def test_recommend_resolves_titles_and_explains(client, small_engine):
+    liked = small_engine.label(int(small_engine.cand_movie[0]))
+    r = client.post("/recommend", json={"query": "a funny heist movie with a great ensemble", "liked": [liked], "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["movies"]) == 7
+    ids = [m["id"] for m in body["movies"]]
+    assert len(set(ids)) == 7 and body["resolved"][liked] not in ids  # liked movies are not recommended back
+    scores = [m["score"] for m in body["movies"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(m["reason"] and m["title"] for m in body["movies"])
+    assert abs(sum(a["weight"] for a in body["attended"]) - 1) < 0.05 or len(body["attended"]) == 25
+    assert any(a["label"] == liked for a in body["attended"])  # the liked movie is an anchor of the query
+    with_poster = [m for m in body["movies"] if m["poster_url"]]
+    if with_poster:
+        p = client.get(with_poster[0]["poster_url"])
+        assert p.status_code == 200 and p.headers["content-type"] in ("image/jpeg", "image/svg+xml")
+
+
+def test_validation_and_unknown_ids(client):
+    assert client.post("/recommend", json={"query": ""}).status_code == 422
+    assert client.post("/recommend", json={"query": "x" * 2001}).status_code == 422
+    assert client.post("/recommend", json={"query": "ok", "k": 0}).status_code == 422
+    assert client.post("/recommend", json={"query": "ok", "k": 101}).status_code == 422
+    assert client.post("/recommend", json={"query": "ok", "extra": 1}).status_code == 422
+    assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    bad_utf8 = client.post("/recommend", content=b"{\"query\": \"\xff\xfe\"}", headers={"content-type": "application/json"})
+    assert bad_utf8.status_code in (400, 422)
+    r = client.post("/recommend", json={"query": "ok", "liked": ["Zzyzx Qqqq Wwww (1901)"]})
+    assert r.status_code == 422 and "closest" in r.json() and "Zzyzx" in r.json()["detail"]
+    assert client.post("/recommend", content=b"x" * 70000, headers={"content-type": "application/json"}).status_code == 413
+    assert client.get("/movies/999999999").status_code == 404
+    assert client.get("/posters/999999999").status_code == 404
+    assert client.get("/posters/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
+    assert client.get("/sessions/nope").status_code == 404
+    assert client.post("/sessions/nope/messages", json={"text": "hi"}).status_code == 404
+    sid = client.post("/sessions").json()["id"]
+    assert client.post(f"/sessions/{sid}/feedback", json={"movie_id": 999999999, "value": "liked"}).status_code == 404
+    assert client.post(f"/sessions/{sid}/feedback", json={"suggestion_id": 123456, "value": "accepted"}).status_code == 404
+    assert client.post(f"/sessions/{sid}/feedback", json={"value": "liked"}).status_code == 422
+    assert client.post(f"/sessions/{sid}/feedback", json={"movie_id": 1, "value": "accepted"}).status_code == 422
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_conversation_feedback_and_restart(small_engine, tmp_path: Path):
+    db = tmp_path / "sessions.sqlite3"
+    with TestClient(create_app(small_engine, SQLiteStore(db))) as c:
+        sid = c.post("/sessions").json()["id"]
+        first = c.post(f"/sessions/{sid}/messages", json={"text": "I want a scary movie", "k": 10}).json()
+        assert len(first["movies"]) == 10 and first["suggestions"]
+        top = first["movies"][0]["id"]
+        ack = c.post(f"/sessions/{sid}/feedback", json={"movie_id": top, "value": "disliked"})
+        assert ack.status_code == 200
+        after = ack.json()["recommendations"]
+        assert top not in [m["id"] for m in after["movies"]]  # a disliked movie is never shown again
+        sug = after["suggestions"][0]
+        acc = c.post(f"/sessions/{sid}/feedback", json={"suggestion_id": sug["id"], "value": "accepted"}).json()
+        assert all(w in acc["recommendations"]["query"] for w in sug["words"])  # accepted words join the query
+        assert acc["recommendations"]["movies"] != after["movies"]
+        second = c.post(f"/sessions/{sid}/messages", json={"text": "something from the 1980s"}).json()
+        rows = SQLiteStore(db).count("feedback")
+        assert rows == 2
+    # a restart of the app on the same file loses nothing
+    with TestClient(create_app(small_engine, SQLiteStore(db))) as c:
+        s = c.get(f"/sessions/{sid}").json()
+        assert [m["text"] for m in s["messages"]] == ["I want a scary movie", "something from the 1980s"]
+        assert [f["value"] for f in s["feedback"]] == ["disliked", "accepted"]
+        assert s["recommendations"]["movies"] == second["movies"]
+        again = c.post(f"/sessions/{sid}/messages", json={"text": "and funny"}).json()
+        assert top not in [m["id"] for m in again["movies"]]
+
+
+def test_api_key_guards_everything_but_health(small_engine, tmp_path: Path):
+    app = create_app(small_engine, SQLiteStore(tmp_path / "k.sqlite3"), ServeConfig(api_key="s3cret"))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert c.post("/recommend", json={"query": "ok"}).status_code == 401
+        assert c.post("/recommend", json={"query": "ok"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/recommend", json={"query": "ok"}, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/movies/1").status_code == 401 and c.get("/docs").status_code == 401
+        c.cookies.set("qamrec_api_key", "s3cret")
+        assert c.post("/sessions").status_code == 201  # the page's cookie works as the header does
+        c.cookies.clear()
+        assert c.get("/").status_code == 200  # the page itself carries no data
+
+
+def test_missing_poster_file_gets_a_placeholder(small_engine, tmp_path: Path):
+    from qamrec.serve.engine import Engine
+
+    with_poster = next(m for m in small_engine.info if small_engine.info[m]["poster_path"])
+    moved = Engine.__new__(Engine)
+    moved.__dict__.update(small_engine.__dict__)
+    moved.raw_dir = tmp_path / "nowhere"
+    with TestClient(create_app(moved, SQLiteStore(tmp_path / "p.sqlite3"))) as c:
+        r = c.get(f"/posters/{with_poster}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    with TestClient(create_app(small_engine, SQLiteStore(tmp_path / "q.sqlite3"))) as c:
+        r = c.get(f"/posters/{with_poster}")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
+
+
+def test_unknown_title_lists_closest(small_engine):
+    from qamrec.serve.engine import UnknownTitleError
+
+    some = small_engine.label(int(small_engine.cand_movie[3]))
+    assert small_engine.resolve(some) == int(small_engine.cand_movie[3]) or \
+        small_engine.label(small_engine.resolve(some)) == some
+    with pytest.raises(UnknownTitleError) as e:
+        small_engine.resolve(some[:-7] + "xq (1850)")
+    assert e.value.closest and len(e.value.closest) <= 5
+
+
+def test_recommend_cli_json_and_unknown_title(small_run: Path, prepared_home: Path, small_engine,
+                                              small_run_settings: list[str]):
+    import json
+
+    from typer.testing import CliRunner
+
+    from qamrec.cli import app
+    base = ["--home", str(prepared_home)] + [x for s in small_run_settings for x in ("--set", s)]
+    liked = small_engine.label(int(small_engine.cand_movie[5]))
+    res = CliRunner().invoke(app, base + ["recommend", "a scary movie", "--liked", liked, "--k", "4", "--json",
+                                          "--run", str(small_run)])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(body["movies"]) == 4 and body["resolved"][liked] == small_engine.resolve(liked)
+    assert all({"id", "title", "year", "genres", "score", "reasons", "reason"} <= set(m) for m in body["movies"])
+    res = CliRunner().invoke(app, base + ["recommend", "a scary movie", "--liked", "Qwzx Plorf (1777)",
+                                          "--run", str(small_run)])
+    assert res.exit_code != 0 and "unknown title" in str(res.exception)
+    res = CliRunner().invoke(app, base + ["recommend", "x", "--run", str(small_run / "nope")])
+    assert res.exit_code != 0 and "no complete trained run" in str(res.exception)
+
+
+def test_demo_runs_end_to_end_without_the_web_page(prepared_home: Path, shared_data: Path,
+                                                   small_run_settings: list[str]):
+    """The README's main job: data, graph, a trained model (then reused), recommendations for the examples."""
+    from typer.testing import CliRunner
+
+    from qamrec.cli import DEMO_QUERIES, app
+
+    base = ["--home", str(prepared_home)] + [x for s in small_run_settings for x in ("--set", s)]
+    args = base + ["demo", "--from", str(shared_data), "--dataset", "inspired", "--epochs", "1", "--no-web"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "training the demo model" in res.output
+    for text, _ in DEMO_QUERIES:
+        assert text[:30] in res.output.replace("\n", " ") or text[:20] in res.output
+    assert (prepared_home / "runs" / "default" / "model.safetensors").exists()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "using the trained model" in again.output
+
+
+def test_catalog_extension_scores_movies_outside_the_graph(small_engine):
+    import copy
+
+    import polars as pl
+
+    e = copy.copy(small_engine)
+    e.info = dict(small_engine.info)
+    before = e.catalog_size
+    titles = ["Zorblax and the Quantum Heist", "A Quiet Afternoon of Knitting", "Tax Forms: The Musical"]
+    movies = pl.DataFrame({"movie_id": [900000001, 900000002, 900000003], "title": titles, "year": [2030, 2031, 2032],
+                           "genres": [["Comedy"], ["Drama"], ["Musical"]]})
+    assert e.extend_catalog(movies, e.encode_query(titles)) == 3
+    assert e.catalog_size == before + 3 and small_engine.extra is None
+    res = e.recommend("Zorblax and the Quantum Heist", k=10)
+    ids = [m["id"] for m in res.movies]
+    assert 900000001 in ids and 900000002 not in ids[:3]
+    new = next(m for m in res.movies if m["id"] == 900000001)
+    assert new["title"] == titles[0] and new["reasons"][0]["kind"] == "text"
+    assert e.extend_catalog(movies.filter(pl.col("movie_id") < 0), e.encode_query([])[:0]) == 0
