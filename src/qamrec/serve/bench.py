@@ -1,0 +1,203 @@
+"""``qamrec bench serve``: latency of one recommend call in-process and of the HTTP service under load, on a
+catalog extended to every MovieLens-32M movie.
+
+The service is ``qamrec serve`` in a subprocess (``serve.workers`` processes, the catalog extended the same
+way); the load comes from a separate client process with ``clients`` concurrent connections firing
+``POST /recommend`` for ``seconds``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qamrec.io import atomic_write_json, atomic_write_text
+
+__all__ = ["QUERIES", "run_serve_benchmark", "movielens_catalog", "percentile"]
+
+QUERIES = (
+    "funny heist movie with a great ensemble", "a slow-burn sci-fi with a twist, nothing gory",
+    "something scary for halloween night", "romantic comedy set in new york", "animated movie for kids",
+    "a war movie based on a true story", "mind-bending thriller like inception", "feel-good sports drama",
+    "classic western with gunfights", "a musical with great songs", "space adventure with aliens",
+    "courtroom drama with a great twist", "a quiet indie film about family", "kung fu action from hong kong",
+    "superhero movie that is actually funny", "a documentary about music", "noir detective story",
+    "coming of age story in the 80s", "disaster movie with earthquakes", "time travel romance",
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def movielens_catalog(config: Any, dataset: str = "movielens-32m", progress: bool = False) -> tuple[Any, np.ndarray]:
+    """Every movie of a prepared MovieLens dataset and its text embedding (title, year and genres; cached)."""
+    from qamrec.data.prepare import load_table
+    from qamrec.features.pipeline import text_function
+    from qamrec.graph.build import movie_text
+
+    movies = load_table(config.prepared_dir, dataset, "movies").rename({"movielens_id": "movie_id"})
+    texts = [movie_text(r) for r in movies.select("title", "year", "genres").to_dicts()]
+    return movies, text_function(config, progress=progress)(texts)
+
+
+def _time_calls(engine: Any, calls: int) -> tuple[list[float], list[list[int]]]:
+    for q in QUERIES[:5]:
+        engine.recommend(q, k=10)
+    lat, tops = [], []
+    for i in range(calls):
+        t = time.perf_counter()
+        res = engine.recommend(QUERIES[i % len(QUERIES)], k=10)
+        lat.append((time.perf_counter() - t) * 1000)
+        tops.append([m["id"] for m in res.movies])
+    return lat, tops
+
+
+def _client(url: str, seconds: float, clients: int, queue: Any) -> None:
+    """Fire requests from ``clients`` threads for ``seconds``; put (latencies_ms, errors, codes) on ``queue``."""
+    import httpx
+
+    lat: list[float] = []
+    errors = [0]
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            n = i
+            while time.perf_counter() < stop:
+                body = {"query": QUERIES[n % len(QUERIES)], "k": 10}
+                n += clients
+                t = time.perf_counter()
+                try:
+                    r = c.post("/recommend", json=body)
+                    ok = r.status_code == 200
+                    code = r.status_code
+                except httpx.HTTPError:
+                    ok, code = False, -1
+                dt = (time.perf_counter() - t) * 1000
+                with lock:
+                    codes[code] = codes.get(code, 0) + 1
+                    if ok:
+                        lat.append(dt)
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put((lat, errors[0], codes, time.perf_counter() - t0))
+
+
+def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *, run: Path, home: Path,
+                        overrides: list[str], catalog: str = "movielens-32m", seconds: float = 20.0,
+                        clients: int = 8, calls: int = 300, dtype: str = "float32", threads: int = 0,
+                        workers: int = 2, log: Any = print) -> dict[str, Any]:
+    """In-process p50/p99 of ``engine.recommend`` over ``calls`` queries with the catalog extended by ``movies``
+    (float32, then bfloat16 storage: their top-10 agreement is reported), then ``qamrec serve`` (``workers``
+    processes, ``dtype`` storage, ``threads`` torch threads each) under load from a client process."""
+    import httpx
+    import torch
+
+    base_lat, _ = _time_calls(engine, max(calls // 3, 10))  # the graph's candidates only
+    engine.extend_catalog(movies, text, torch.float32)
+    lat, tops = _time_calls(engine, calls)
+    engine.extend_catalog(movies, text, torch.bfloat16)
+    lat16, tops16 = _time_calls(engine, calls)
+    agree = statistics.fmean(len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(tops, tops16))
+    if dtype != "bfloat16":
+        engine.extend_catalog(movies, text, torch.float32)
+    log(f"in-process, {engine.catalog_size:,} movies: p50 {percentile(lat, 50):.1f} ms float32, "
+        f"{percentile(lat16, 50):.1f} ms bfloat16 (top-10 agreement {agree:.3f}); "
+        f"{percentile(base_lat, 50):.1f} ms on the {len(engine.cands):,} graph candidates alone")
+    enc = []
+    for i in range(min(calls, 100)):
+        t = time.perf_counter()
+        engine.encode_query([QUERIES[i % len(QUERIES)]])
+        enc.append((time.perf_counter() - t) * 1000)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "qamrec", "--home", str(home)] + [
+        x for o in [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
+                    f"serve.threads={threads}"] for x in ("--set", o)] + [
+        "serve", "--run", str(run), "--port", str(port)]
+    log_file = out / "serve-bench.log"
+    with open(log_file, "w") as server_log:
+        server = subprocess.Popen(cmd, stdout=server_log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.perf_counter() + 600
+        while time.perf_counter() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"the service exited; its output is in {log_file}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the service did not start within 600 s")
+        for q in QUERIES:  # warm every worker a little
+            httpx.post(url + "/recommend", json={"query": q, "k": 10}, timeout=60)
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_client, args=(url, seconds, clients, queue))
+        proc.start()
+        s_lat, errors, codes, wall = queue.get()
+        proc.join()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    result = {
+        "catalog_size": engine.catalog_size, "candidates_in_graph": len(engine.cands),
+        "inprocess_calls": calls, "inprocess_p50_ms": round(percentile(lat, 50), 2),
+        "inprocess_p95_ms": round(percentile(lat, 95), 2), "inprocess_p99_ms": round(percentile(lat, 99), 2),
+        "inprocess_bf16_p50_ms": round(percentile(lat16, 50), 2), "inprocess_bf16_p99_ms": round(percentile(lat16, 99), 2),
+        "bf16_top10_agreement": round(agree, 4), "graph_candidates_p50_ms": round(percentile(base_lat, 50), 2),
+        "query_encoding_p50_ms": round(percentile(enc, 50), 2), "service_dtype": dtype,
+        "service_torch_threads": threads or "default", "service_workers": workers,
+        "service_clients": clients, "service_seconds": round(wall, 2), "service_requests": len(s_lat) + errors,
+        "service_rps": round(len(s_lat) / wall, 2), "service_p50_ms": round(percentile(s_lat, 50), 2),
+        "service_p95_ms": round(percentile(s_lat, 95), 2), "service_p99_ms": round(percentile(s_lat, 99), 2),
+        "errors": errors, "status_codes": {str(k): v for k, v in codes.items()},
+        "mean_ms": round(statistics.fmean(s_lat), 2) if s_lat else None,
+    }
+    atomic_write_json(out / "serve.json", result)
+    atomic_write_text(out / "serve.md", serve_table(result))
+    return result
+
+
+def serve_table(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"# Serving ({r['catalog_size']:,} movies: {r['candidates_in_graph']:,} graph candidates + MovieLens-32M)", "",
+        "| measure | p50 ms | p95 ms | p99 ms | requests/s | errors |", "|---|---|---|---|---|---|",
+        f"| recommend in-process, float32 ({r['inprocess_calls']} calls) | {r['inprocess_p50_ms']} | "
+        f"{r['inprocess_p95_ms']} | {r['inprocess_p99_ms']} | - | - |",
+        f"| recommend in-process, bfloat16 item matrix (top-10 agreement with float32 "
+        f"{r['bf16_top10_agreement']:.3f}) | {r['inprocess_bf16_p50_ms']} | - | {r['inprocess_bf16_p99_ms']} | - | - |",
+        f"| recommend in-process, the {r['candidates_in_graph']:,} graph candidates only | "
+        f"{r['graph_candidates_p50_ms']} | - | - | - | - |",
+        f"| query encoding alone | {r['query_encoding_p50_ms']} | - | - | - | - |",
+        f"| HTTP POST /recommend ({r['service_workers']} workers, {r['service_dtype']}, torch threads "
+        f"{r['service_torch_threads']}), {r['service_clients']} clients, {r['service_seconds']} s | {r['service_p50_ms']} | "
+        f"{r['service_p95_ms']} | {r['service_p99_ms']} | {r['service_rps']} | {r['errors']} |",
+    ]) + "\n"
