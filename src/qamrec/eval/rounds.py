@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qamrec.eval.protocol import CRSExample
-from qamrec.io import atomic_write_json, atomic_write_text
+from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["SimUser", "sim_users", "simulate", "run_rounds_benchmark", "MODES"]
 
@@ -112,9 +112,6 @@ def rounds_table(result: dict[str, Any]) -> str:
 
 
 def _plot(result: dict[str, Any], target: Path) -> None:
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,7 +125,6 @@ def _plot(result: dict[str, Any], target: Path) -> None:
         ax.set(title=f"k = {k}", xlabel="round r", ylabel="SA@r")
         ax.legend()
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=100)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp.name, target)

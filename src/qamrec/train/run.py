@@ -24,7 +24,7 @@ from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
 from qamrec.graph.store import Graph, load_graph
-from qamrec.io import atomic_write_json, atomic_write_text, read_json, sha256_file
+from qamrec.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file
 from qamrec.models.base import Recommender
 from qamrec.models.qamrec import example_query
 
@@ -66,10 +66,9 @@ def plot_curves(history: list[dict[str, float]], target: Path) -> None:
     b.set(xlabel="epoch", title="dev metrics")
     b.legend()
     fig.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=100)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp.name, target)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
