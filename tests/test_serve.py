@@ -194,3 +194,24 @@ def test_catalog_extension_scores_movies_outside_the_graph(small_engine):
     new = next(m for m in res.movies if m["id"] == 900000001)
     assert new["title"] == titles[0] and new["reasons"][0]["kind"] == "text"
     assert e.extend_catalog(movies.filter(pl.col("movie_id") < 0), e.encode_query([])[:0]) == 0
+
+
+def test_query_embeddings_are_cached_and_bounded(small_engine):
+    import copy
+    import threading
+    from collections import OrderedDict
+
+    e = copy.copy(small_engine)
+    calls = []
+    e.encode_query = lambda texts: (calls.append(list(texts)), small_engine.encode_query(texts))[1]
+    e.query_cache, e.query_cache_size, e._cache_lock = OrderedDict(), 2, threading.Lock()
+    first = e.recommend("a scary movie", k=5)
+    again = e.recommend("a scary movie", k=5)
+    assert calls == [["a scary movie"]] and first.movies == again.movies
+    e.recommend("a funny movie", k=5)
+    e.recommend("a sad movie", k=5)
+    assert list(e.query_cache) == ["a funny movie", "a sad movie"]  # the oldest went first
+    e.query_cache_size = 0
+    e.recommend("a scary movie", k=5)
+    e.recommend("a scary movie", k=5)
+    assert calls[-2:] == [["a scary movie"], ["a scary movie"]]

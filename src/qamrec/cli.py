@@ -483,6 +483,7 @@ def _serve(run: Path, host: str | None, port: int | None, engine=None) -> None:
     if engine is None or c.serve.catalog:
         with console.status(f"loading {run}"):
             engine = load_engine(run, c)
+    engine.query_cache_size = c.serve.query_cache
     app_ = create_app(engine, open_store(c.store_url), settings)
     console.print(f"serving {engine.name} ({engine.catalog_size:,} movies) on [bold]{where}[/] "
                   f"(API docs at /docs; sessions in {c.store_url}); Ctrl-C stops")

@@ -135,6 +135,8 @@ class ServeConfig(BaseModel):
                                                  "catalog beyond the graph's candidates (e.g. movielens-32m)")
     item_dtype: str = Field(default="float32", pattern="^(float32|bfloat16)$",
                             description="storage of the extended catalog's score matrix")
+    query_cache: int = Field(default=256, ge=0, description="recent query embeddings kept (feedback on a "
+                                                            "conversation re-scores the same text; 0: none)")
     threads: int = Field(default=0, ge=0, description="torch threads per process while serving (0: torch's "
                                                       "default; 1 lets concurrent requests use separate cores)")
 

@@ -203,6 +203,7 @@ def load_engine(run: Path, config: Any) -> Engine:
     import torch
 
     engine = Engine.from_run(run, config)
+    engine.query_cache_size = config.serve.query_cache
     if config.serve.catalog:
         from qamrec.serve.bench import movielens_catalog
 

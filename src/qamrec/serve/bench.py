@@ -112,6 +112,8 @@ def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *
     import httpx
     import torch
 
+    engine.query_cache_size = 0  # every call encodes its query: the queries repeat, real ones mostly do not
+    engine.query_cache.clear()
     base_lat, _ = _time_calls(engine, max(calls // 3, 10))  # the graph's candidates only
     engine.extend_catalog(movies, text, torch.float32)
     lat, tops = _time_calls(engine, calls)
@@ -136,7 +138,7 @@ def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "qamrec", "--home", str(home)] + [
         x for o in [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
-                    f"serve.threads={threads}"] for x in ("--set", o)] + [
+                    f"serve.threads={threads}", "serve.query_cache=0"] for x in ("--set", o)] + [
         "serve", "--run", str(run), "--port", str(port)]
     log_file = out / "serve-bench.log"
     with open(log_file, "w") as server_log:

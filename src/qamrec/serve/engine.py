@@ -7,6 +7,8 @@ movies, accepted / rejected refinements) enters through :mod:`qamrec.serve.refin
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,8 @@ from qamrec.serve.refine import Refinement, WordGraph, propagate, suggest
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
 
 _MOVIE_LINKS = ("comentioned", "text_knn", "poster_knn")
-_WORD_RELATIONS = ("director", "starring", "writer", "genre", "productionCompany", "musicComposer", "cinematography",
-                   "producer", "distributor", "subject")
+#: KG relations whose entities are refinement words: what a person would ask for (not composers, studios ...)
+_WORD_RELATIONS = ("director", "starring", "writer", "genre", "subject")
 
 
 class UnknownTitleError(QamrecError):
@@ -77,7 +79,7 @@ class Result:
 
 
 def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) -> WordGraph:
-    """The MAGUS item–word graph over the candidates: genres, tags, decades and KG people / studios / subjects."""
+    """The MAGUS item–word graph over the candidates: genres, tags, decades, KG directors, actors, writers, subjects."""
     d, meta = graph.data, graph.meta
     cands = np.asarray(meta["candidates"])
     node_to_cands: dict[int, list[int]] = {}
@@ -144,6 +146,10 @@ class Engine:
         self.model, self.graph, self.name = model, graph, name
         self.refine = refine or RefineConfig()
         self.encode_query = encode_query or model.encode_text
+        #: recent query texts -> embeddings: feedback on a conversation re-scores the same text
+        self.query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.query_cache_size = 256
+        self._cache_lock = threading.Lock()
         self.raw_dir = raw_dir
         meta = graph.meta
         self.movie_ids: list[int] = list(meta["movie_ids"])
@@ -352,6 +358,21 @@ class Engine:
         r, _ = propagate(self.words, items, words, self.refine.damping, self.refine.steps)
         return r / r.abs().max().clamp(min=1e-9)
 
+    def _embed(self, text: str) -> np.ndarray:
+        """The query embedding [1, D], from the cache of recent texts when it is there."""
+        with self._cache_lock:  # requests run on several threads
+            hit = self.query_cache.get(text)
+            if hit is not None:
+                self.query_cache.move_to_end(text)
+                return hit
+        emb = self.encode_query([text])
+        with self._cache_lock:
+            if self.query_cache_size:
+                self.query_cache[text] = emb
+                while len(self.query_cache) > self.query_cache_size:
+                    self.query_cache.popitem(last=False)
+        return emb
+
     @torch.no_grad()
     def recommend(self, text: str, feedback: Feedback | None = None, k: int = 10,
                   suggestions: int | None = None, exclude: Sequence[int] = (), anchors: Sequence[int] = ()) -> Result:
@@ -370,7 +391,7 @@ class Engine:
         q = Query(text=full, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
         net = self.model.net
         assert net is not None
-        qb = self.model.featurizer([q], text=self.encode_query([full]))
+        qb = self.model.featurizer([q], text=self._embed(full))
         table, items = self.model.precompute()
         p, alpha = net.preference(table, qb)
         s = net.score(p, items, qb)[0] - (1.0 - self.refine.popularity) * net.bias

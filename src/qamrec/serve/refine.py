@@ -1,8 +1,8 @@
 """Multi-round refinement in the manner of MAGUS (Jin et al., "Why Not Together? A Multiple-Round
 Recommender System for Queries and Items", 2024).
 
-A bipartite graph joins the candidate movies to their *words* (genres, tags, decades, people, studios and
-subjects from the knowledge graph). Each round the system shows movies and suggests refinements (word
+A bipartite graph joins the candidate movies to their *words* (genres, tags, decades, and directors, actors,
+writers and subjects from the knowledge graph). Each round the system shows movies and suggests refinements (word
 combinations); the person's feedback on either becomes labels :math:`\\mathbf{y}` (+1 liked / accepted,
 -1 disliked / rejected) that spread over the graph by personalized-PageRank label propagation (Zhou et al.
 2004):
