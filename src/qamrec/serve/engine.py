@@ -44,8 +44,11 @@ class UnknownTitleError(QamrecError):
 
 
 def display_title(title: str) -> str:
-    """MovieLens' "Matrix, The" as "The Matrix" (and "Ocean's Eleven (a.k.a. ...)" without the a.k.a.)."""
+    """MovieLens' "Matrix, The" as "The Matrix", without alternative titles in trailing parentheses
+    ("Ocean's Eleven (a.k.a. Ocean's 11)", "Léon: The Professional (Léon)")."""
     t = title.split(" (a.k.a.")[0].strip()
+    while t.endswith(")") and " (" in t and not t.startswith("("):
+        t = t[: t.rindex(" (")].strip()
     for art in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El"):
         if t.endswith(", " + art):
             return f"{art} {t[: -len(art) - 2]}"
