@@ -78,7 +78,6 @@ class Result:
     movies: list[dict[str, Any]]
     attended: list[dict[str, Any]]
     suggestions: list[Refinement]
-    scores: np.ndarray  # the final scores per candidate (after feedback)
 
 
 def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) -> WordGraph:
@@ -378,7 +377,7 @@ class Engine:
 
     @torch.no_grad()
     def recommend(self, text: str, feedback: Feedback | None = None, k: int = 10,
-                  suggestions: int | None = None, exclude: Sequence[int] = (), anchors: Sequence[int] = ()) -> Result:
+                  suggestions: int | None = None, anchors: Sequence[int] = ()) -> Result:
         """Rank the candidates for ``text`` and the session's feedback; top ``k`` distinct movies.
 
         ``anchors`` are movies the request names (e.g. "like Ocean's Eleven"): anchor nodes of the query, not
@@ -410,7 +409,7 @@ class Engine:
         if r is not None:
             final[:n_c] += self.refine.weight * r
         all_movies = self.cand_movie if self.extra is None else self.extra["all_movies"]
-        banned = set(exclude) | set(anchors)
+        banned = set(anchors)
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
         picked: list[int] = []
@@ -447,7 +446,7 @@ class Engine:
         ex_words = {self.words.index[w.lower()] for ws in fb.accepted + fb.rejected for w in ws
                     if w.lower() in self.words.index}
         sugg = suggest(self.words, final[:n_c].numpy(), n=n_sugg, exclude_words=ex_words) if n_sugg else []
-        return Result(full, movies, attended, sugg, final[:n_c].numpy())
+        return Result(full, movies, attended, sugg)
 
     def _reasons(self, node: int, att: list[tuple[int, float]], fb: float, cos: float | None) -> list[dict[str, Any]]:
         """The attended nodes linked to this movie (highest attention first), feedback, and text closeness."""
