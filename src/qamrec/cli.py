@@ -296,25 +296,34 @@ def evaluate(
     console.print(t)
 
 
-def _evaluate_run(run: Path, test: Path | None, include_training: bool = False) -> tuple[dict, str, str]:
-    """Metrics of a run directory on a test file (default: its held-out file, or the dataset's validation file)."""
-    import time
-
+def _run_test_examples(run: Path, dataset: str, graph, test: Path | None = None,
+                       include_training: bool = False) -> tuple[list, int, int, Path]:
+    """The test examples of a run: ``test``, else its held-out file, else the dataset's validation file.
+    Returns (examples, examples in the file, excluded as training, the file)."""
     from qamrec.data.crs import CRS_SOURCES
     from qamrec.io import read_json
-    from qamrec.train.run import evaluate_model, load_run, select_test_examples
+    from qamrec.train.run import select_test_examples
 
     c = cfg()
-    t0 = time.perf_counter()
-    model, graph, saved = load_run(run, c)
-    dataset = saved["dataset"]
     src = CRS_SOURCES[dataset]
     if test is None:
         test = run / "test.jsonl" if (run / "test.jsonl").exists() else c.raw_dir / src.valid_file
     if not test.exists():
         raise QamrecError(f"{test}: no such test file")
     entity2id = {str(k): int(v) for k, v in read_json(c.raw_dir / src.entity2id).items()}
-    examples, n_file, excluded = select_test_examples(graph, test, entity2id, include_training)
+    return (*select_test_examples(graph, test, entity2id, include_training), test)
+
+
+def _evaluate_run(run: Path, test: Path | None, include_training: bool = False) -> tuple[dict, str, str]:
+    """Metrics of a run directory on a test file (default: its held-out file, or the dataset's validation file)."""
+    import time
+
+    from qamrec.train.run import evaluate_model, load_run
+
+    t0 = time.perf_counter()
+    model, graph, saved = load_run(run, cfg())
+    dataset = saved["dataset"]
+    examples, n_file, excluded, test = _run_test_examples(run, dataset, graph, test, include_training)
     m = evaluate_model(model, examples, graph.meta["item_ids"])
     return ({"test_file": str(test), "examples_in_file": n_file, "excluded_as_training": excluded,
              "seconds": round(time.perf_counter() - t0, 2)} | m), model.name, dataset
@@ -346,19 +355,12 @@ def benchmark_rounds(
     users: Annotated[int, typer.Option(min=0, help="at most this many simulated users (0: all)")] = 0,
 ) -> None:
     """Multi-round sessions with simulated users (MAGUS): SA@r without, with naive and with propagated feedback."""
-    from qamrec.data.crs import CRS_SOURCES
     from qamrec.eval.rounds import run_rounds_benchmark, sim_users
-    from qamrec.io import read_json
-    from qamrec.train.run import select_test_examples
 
-    c = cfg()
-    engine = _engine(run)
     run = _run_or_default(run)
+    engine = _engine(run)
     dataset = engine.dataset
-    src = CRS_SOURCES[dataset]
-    test = run / "test.jsonl" if (run / "test.jsonl").exists() else c.raw_dir / src.valid_file
-    entity2id = {str(k): int(v) for k, v in read_json(c.raw_dir / src.entity2id).items()}
-    examples, _, _ = select_test_examples(engine.graph, test, entity2id)
+    examples, _, _, test = _run_test_examples(run, dataset, engine.graph)
     item_movie = {e: int(engine.cand_movie[j]) for j, e in enumerate(engine.graph.meta["item_ids"])}
     sims = sim_users(examples, item_movie)
     sims = sims[:users] if users else sims

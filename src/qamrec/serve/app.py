@@ -109,6 +109,11 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
             raise HTTPException(404, f"unknown session {sid[:64]!r}")
         return state
 
+    def require_session(sid: str) -> None:
+        """404 for an unknown session, without reading its messages and feedback (``respond`` reads them)."""
+        if len(sid) > 64 or not store.exists(sid):
+            raise HTTPException(404, f"unknown session {sid[:64]!r}")
+
     def respond(sid: str, k: int) -> Recommendations:
         state = session_or_404(sid)
         text = context_text([m["text"] for m in state["messages"]])
@@ -145,14 +150,14 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
     @app.post("/sessions/{sid}/messages", response_model=Recommendations)
     def message(sid: str, req: MessageRequest) -> Recommendations:
         """Add a message; recommendations for the whole conversation so far."""
-        session_or_404(sid)
+        require_session(sid)
         store.add_message(sid, req.text)
         return respond(sid, req.k)
 
     @app.post("/sessions/{sid}/feedback", response_model=FeedbackAck)
     def feedback(sid: str, req: FeedbackRequest) -> FeedbackAck:
         """Feedback on a movie (liked / disliked / seen) or on a suggested refinement (accepted / rejected)."""
-        session_or_404(sid)
+        require_session(sid)
         if (req.movie_id is None) == (req.suggestion_id is None):
             raise HTTPException(422, "give exactly one of movie_id and suggestion_id")
         if req.movie_id is not None:

@@ -4,7 +4,8 @@ Recommender System for Queries and Items", 2024).
 A bipartite graph joins the candidate movies to their *words* (genres, tags, decades, and directors, actors,
 writers and subjects from the knowledge graph). Each round the system shows movies and suggests refinements (word
 combinations); the person's feedback on either becomes labels :math:`\\mathbf{y}` (+1 liked / accepted,
--1 disliked / rejected) that spread over the graph by personalized-PageRank label propagation (Zhou et al.
+a negative label for disliked / rejected, its size set by the engine) that spread over the graph by
+personalized-PageRank label propagation (Zhou et al.
 2004):
 
 .. math::
