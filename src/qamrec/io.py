@@ -1,7 +1,9 @@
 """Atomic writes and digests.
 
 Every artifact is written to a temporary name in its target folder and renamed into place, so a reader
-never sees a half-written file and a killed process leaves at most a stray ``.tmp-*`` file behind.
+never sees a half-written file and a killed process leaves at most a stray ``.<name>.tmp-<pid>-*`` file
+behind. The writer's process id in that name lets :func:`remove_stale_tmp` tell such leftovers (their
+process is gone) from files another process is still writing.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,9 @@ __all__ = [
     "sha256_file",
     "sha256_bytes",
     "atomic_path",
+    "tmp_prefix",
+    "stale_tmp",
+    "remove_stale_tmp",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -30,6 +37,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -42,6 +50,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def sha256_bytes(data: bytes) -> str:
+    """Hex SHA256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -49,6 +58,46 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def tmp_prefix(name: str) -> str:
+    """The prefix of this process's temporary files for a target called ``name``: ``.<name>.tmp-<pid>-``."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_tmp(folder: str | Path, name: str | None = None) -> list[Path]:
+    """The temporary files and folders in ``folder`` whose writing process no longer runs, sorted by name.
+
+    Only names made with :func:`tmp_prefix` count (for target ``name`` only, if given).
+    """
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+        m = _TMP.match(p.name)
+        if m is not None and (name is None or m["name"] == name) and not _alive(int(m["pid"])):
+            out.append(p)
+    return out
+
+
+def remove_stale_tmp(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete what :func:`stale_tmp` lists (what killed processes left half-written); returns it."""
+    removed = stale_tmp(folder, name)
+    for p in removed:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return removed
 
 
 @contextlib.contextmanager
@@ -59,7 +108,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(target.name), dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -102,6 +151,8 @@ def read_json(path: str | Path) -> Any:
         raise DataFormatError(path, f"not valid UTF-8 at byte {e.start}", expected="UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise DataFormatError(path, f"invalid JSON: {e.msg}", line=e.lineno, expected="a JSON document") from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply", expected="a JSON document") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -125,3 +176,6 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise DataFormatError(
                     path, f"invalid JSON: {e.msg} at column {e.colno}", line=i, expected="one JSON value per line"
                 ) from None
+            except RecursionError:
+                raise DataFormatError(path, "JSON nested too deeply", line=i,
+                                      expected="one JSON value per line") from None

@@ -3,13 +3,18 @@
 Each dataset is one :class:`Step`: the raw files it reads and a function that turns them into tables. Its
 outputs live in ``prepared/<step>/`` with a ``MANIFEST.json`` written last, holding the step's key (SHA256
 over its code version and its input files' digests) and each table's row count and SHA256. A step is redone
-when its key changed, a table is missing, or a table's digest no longer matches (a corrupted cache file is
-never used). Tables are computed in full before anything is written, and each file is renamed into place,
-so bad input leaves the previous tables untouched.
+when its key changed, a table is missing, a table's digest no longer matches (a corrupted cache file is
+never used) or its manifest is unreadable. Tables are computed (streamed ones written to temporary files) in
+full before any is renamed into place, so bad input leaves the previous tables and manifest untouched.
+
+A killed ``prepare`` leaves every finished step complete and at most temporary files in the step it was in
+(the manifest goes just before the renames and comes back after them): the next run deletes those files and
+redoes that step only. The unit of work is the step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-from qamrec.errors import MissingDataError
-from qamrec.io import atomic_path, atomic_write_json, read_json, sha256_file, write_parquet_atomic
+from qamrec.errors import MissingDataError, QamrecError
+from qamrec.io import atomic_path, atomic_write_json, read_json, remove_stale_tmp, sha256_file
 
 __all__ = ["Step", "STEPS", "prepare", "load_table", "step_outputs", "PrepareReport"]
 
@@ -44,6 +49,8 @@ class Step:
 
 @dataclass
 class PrepareReport:
+    """What :func:`run_step` did with one step: ``prepared`` (redone) or ``cached`` (its outputs were fresh)."""
+
     step: str
     status: str  # "prepared" or "cached"
     tables: dict[str, int]
@@ -60,6 +67,15 @@ def step_outputs(prepared_dir: Path, step: str) -> dict | None:
     return read_json(p) if p.exists() else None
 
 
+def _readable_outputs(prepared_dir: Path, step: str) -> dict | None:
+    """The manifest of a step, or ``None`` when it is absent or unreadable (a damaged manifest means redo)."""
+    try:
+        m = step_outputs(prepared_dir, step)
+    except QamrecError:
+        return None
+    return m if isinstance(m, dict) and isinstance(m.get("tables"), dict) else None
+
+
 def _key(step: Step, raw_dir: Path, prepared_dir: Path) -> str:
     h = hashlib.sha256(f"{step.name}:{step.version}".encode())
     for rel in step.inputs + step.optional:
@@ -72,18 +88,18 @@ def _key(step: Step, raw_dir: Path, prepared_dir: Path) -> str:
         else:
             h.update(f"{rel}:absent".encode())
     for dep in step.depends:
-        m = step_outputs(prepared_dir, dep)
-        h.update(f"{dep}:{m['key'] if m else 'absent'}".encode())
+        m = _readable_outputs(prepared_dir, dep)
+        h.update(f"{dep}:{m.get('key') if m else 'absent'}".encode())
     return h.hexdigest()
 
 
 def _is_fresh(step: Step, key: str, prepared_dir: Path) -> bool:
-    m = step_outputs(prepared_dir, step.name)
+    m = _readable_outputs(prepared_dir, step.name)
     if m is None or m.get("key") != key:
         return False
     for name, info in m["tables"].items():
         p = prepared_dir / step.name / f"{name}.parquet"
-        if not p.exists() or sha256_file(p) != info["sha256"]:
+        if not p.exists() or not isinstance(info, dict) or sha256_file(p) != info.get("sha256"):
             return False
     return True
 
@@ -100,24 +116,26 @@ def run_step(step: Step, raw_dir: Path, prepared_dir: Path, *, force: bool = Fal
             f"cannot prepare '{step.name}': missing {', '.join(missing)} "
             f"(run `qamrec data fetch {step.name}` first)"
         )
+    remove_stale_tmp(prepared_dir / step.name)  # what a killed earlier run of this step left
     key = _key(step, raw_dir, prepared_dir)
     if not force and _is_fresh(step, key, prepared_dir):
         m = step_outputs(prepared_dir, step.name)
-        return PrepareReport(step.name, "cached", {k: v["rows"] for k, v in m["tables"].items()}, m["notes"])
+        return PrepareReport(step.name, "cached", {k: v["rows"] for k, v in m["tables"].items()}, m.get("notes", []))
     notes: list[str] = []
     tables = step.run(raw_dir, prepared_dir, notes)  # parse everything before writing anything
     out = prepared_dir / step.name
     out.mkdir(parents=True, exist_ok=True)
     info: dict[str, dict] = {}
-    for name, table in tables.items():
-        target = out / f"{name}.parquet"
-        if isinstance(table, pl.DataFrame):
-            write_parquet_atomic(table, target)
-            rows = table.height
-        else:
-            with atomic_path(target) as tmp:
+    with contextlib.ExitStack() as written:  # every table to a temporary file; renamed together at the end
+        for name, table in tables.items():
+            tmp = written.enter_context(atomic_path(out / f"{name}.parquet"))
+            if isinstance(table, pl.DataFrame):
+                table.write_parquet(tmp, compression="zstd", statistics=True)
+                rows = table.height
+            else:  # streamed: a parse error shows only now, and leaves the previous tables as they were
                 rows = table(tmp)
-        info[name] = {"rows": rows, "sha256": sha256_file(target)}
+            info[name] = {"rows": rows, "sha256": sha256_file(tmp)}
+        _manifest_path(prepared_dir, step.name).unlink(missing_ok=True)  # it would describe other tables
     for stale in out.glob("*.parquet"):
         if stale.stem not in info:
             stale.unlink()

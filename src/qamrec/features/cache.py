@@ -5,6 +5,7 @@ Layout: ``root/<slug of encoder name>/<time>-<random>.safetensors``, append-only
 dimension and a SHA256 of both tensors in the safetensors metadata. Shards are written under a temporary name
 and renamed into place. A shard that fails to load, whose metadata or shapes disagree, or whose data no longer
 matches its digest (a flipped byte, a truncation) is logged, deleted and never used: its vectors are recomputed.
+A process killed while writing leaves at most a temporary file, deleted when the folder is next read.
 No pickle anywhere.
 """
 
@@ -25,7 +26,7 @@ from safetensors.numpy import save_file
 from qamrec.errors import MissingDataError
 from qamrec.features.image import PosterEncoder
 from qamrec.features.text import TextEncoder, as_texts
-from qamrec.io import atomic_path, sha256_bytes, sha256_file
+from qamrec.io import atomic_path, remove_stale_tmp, sha256_bytes, sha256_file
 
 __all__ = ["EmbeddingCache", "encode_texts", "encode_posters", "text_key", "file_key"]
 
@@ -110,6 +111,7 @@ class EmbeddingCache:
         if store is None:
             store = self._stores[encoder] = _Store(dim)
             folder = self.folder(encoder)
+            remove_stale_tmp(folder)  # shards a killed process was writing
             for shard in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
                 loaded = self._read_shard(shard, encoder, dim)
                 if loaded is not None:

@@ -15,6 +15,7 @@ Only training dialogues enter the graph: held-out and dev dialogues give neither
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from collections import Counter
@@ -34,6 +35,7 @@ from qamrec.graph.store import Graph
 
 __all__ = ["build_graph", "build_or_load", "graph_key", "movie_text", "knn_edges"]
 
+_log = logging.getLogger(__name__)
 #: bump when the graph a configuration gives changes, so stale built graphs are not reused
 BUILD_VERSION = 2
 Encode = Callable[[list[str]], np.ndarray]
@@ -258,7 +260,11 @@ def graph_key(name: str, config: Config) -> str:
 
 def build_or_load(name: str, config: Config, log: Callable[[str], None] = lambda s: None,
                   progress: bool = False, force: bool = False) -> tuple[Graph, Path]:
-    """The graph of dataset ``name`` under ``config.graph_dir/<name>-<key>``, built unless already there."""
+    """The graph of dataset ``name`` under ``config.graph_dir/<name>-<key>``, built unless already there.
+
+    A graph that fails its digests (see :mod:`qamrec.graph.store`) is logged and built again; the embeddings
+    it needs come from the cache, so a build killed while encoding goes on from the last committed shard.
+    """
     from qamrec.data.crs import load_crs
     from qamrec.errors import MissingDataError
     from qamrec.features.pipeline import poster_function, text_function
@@ -268,8 +274,10 @@ def build_or_load(name: str, config: Config, log: Callable[[str], None] = lambda
     if not force:
         try:
             return load_graph(folder), folder
-        except MissingDataError:
-            pass
+        except MissingDataError as e:  # absent, half-written by a killed build, or corrupted: build it again
+            if (folder / "graph.json").exists():
+                _log.warning("%s; building the graph again", e)
+                log(f"{e}; building the graph again")
     crs = load_crs(name, config)
     graph = build_graph(crs, config, text_function(config, progress), poster_function(config, progress), log)
     save_graph(graph, folder)

@@ -1,4 +1,8 @@
-"""The training loop: cross-entropy over the full candidate set, AdamW, early stopping on dev NDCG@10."""
+"""The training loop: cross-entropy over the full candidate set, AdamW, early stopping on dev NDCG@10.
+
+Inside a :func:`~qamrec.train.checkpoint.checkpointing` block the loop resumes from the checkpoint it finds
+and saves one at the end of every epoch (see :mod:`qamrec.train.checkpoint`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample
 from qamrec.models.net import QAMRecNet
 from qamrec.models.query import QueryBatch, subset
+from qamrec.train.checkpoint import TrainState, active_checkpointer
 
 __all__ = ["TrainHistory", "fit_net", "score_batches"]
 
@@ -47,15 +52,28 @@ def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarr
 def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: QueryBatch,
             dev_examples: Sequence[CRSExample], item_ids: Sequence[int], cfg: TrainConfig, seed: int,
             on_epoch: Callable[[dict[str, float]], None] = lambda r: None) -> TrainHistory:
-    """Train ``net`` in place; it ends with the weights of the best dev epoch."""
+    """Train ``net`` in place; it ends with the weights of the best dev epoch.
+
+    ``on_epoch`` gets each epoch's row once that epoch's checkpoint (if any) is on disk.
+    """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = TrainHistory()
     best_state = copy.deepcopy(net.state_dict())
-    bad = 0
+    bad, first, stopped, before = 0, 1, False, 0.0
+    ckpt = active_checkpointer()
+    if ckpt is not None and (saved := ckpt.load()) is not None:
+        net.load_state_dict(saved.model)
+        opt.load_state_dict(saved.optimizer)
+        torch.set_rng_state(saved.rng_torch)
+        gen.set_state(saved.rng_shuffle)
+        hist = TrainHistory(saved.history, saved.best_epoch, saved.best_ndcg)
+        best_state, bad, first, stopped, before = saved.best, saved.bad, saved.epoch + 1, saved.stopped, saved.seconds
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first, cfg.epochs + 1):
+        if stopped:
+            break
         net.train()
         t0 = time.perf_counter()
         losses = []
@@ -72,15 +90,18 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
             m = evaluate(score_batches(net, dev_q), dev_examples, item_ids)
             row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
         hist.epochs.append(row)
-        on_epoch(row)
         ndcg = row.get("dev_ndcg@10", -row["loss"])
         if ndcg > hist.best_ndcg:
             hist.best_ndcg, hist.best_epoch, bad = ndcg, epoch, 0
             best_state = copy.deepcopy(net.state_dict())
         else:
             bad += 1
-            if bad >= cfg.patience:
-                break
+            stopped = bad >= cfg.patience
+        if ckpt is not None:
+            ckpt.save(TrainState(epoch, hist.epochs, hist.best_epoch, hist.best_ndcg, bad, stopped,
+                                 before + time.perf_counter() - start, net.state_dict(), best_state,
+                                 opt.state_dict(), torch.get_rng_state(), gen.get_state()))
+        on_epoch(row)
     net.load_state_dict(best_state)
-    hist.seconds = time.perf_counter() - start
+    hist.seconds = before + time.perf_counter() - start
     return hist

@@ -4,7 +4,12 @@ A run directory holds ``config.json`` (the resolved config), ``graph/`` (the gra
 ``model.safetensors`` + ``model.json`` (weights and model settings), ``items.safetensors`` (precomputed
 candidate representations), ``metrics.json`` (per-epoch history, dev and test metrics), ``curves.png``, and
 for a dataset whose published validation file is also its training pool, ``test.jsonl``: the held-out part
-of that file. It is assembled under a temporary name and renamed into place when complete.
+of that file, and ``MANIFEST.json``, the SHA256 of every other file (see :mod:`qamrec.train.rundir`). It is
+assembled under a temporary name and renamed into place when complete; :func:`load_run` validates it first.
+
+While a training runs, ``RUN_DIR/checkpoint/`` holds its latest epoch (see :mod:`qamrec.train.checkpoint`):
+a killed ``qamrec train`` run again with the same ``--out`` and settings goes on from there (``resume``) and
+ends as an uninterrupted one would. The checkpoint is dropped when the run directory is complete.
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 
 from qamrec.config import Config
 from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
 from qamrec.graph.store import Graph, load_graph
-from qamrec.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file
+from qamrec.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file, tmp_prefix
 from qamrec.models.base import Recommender
 from qamrec.models.qamrec import example_query
+from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
+from qamrec.train.rundir import RUN_FILES, in_progress, recover, replace_dir, validate_run, write_manifest
 
-__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples", "RUN_FILES"]
-
-RUN_FILES = ("config.json", "graph/graph.json", "graph/graph.safetensors", "model.json", "metrics.json")
+__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples",
+           "RUN_FILES", "validate_run"]
 
 
 def heldout_lines(path: Path, heldout: set[int]) -> list[str]:
@@ -99,17 +106,33 @@ def select_test_examples(graph: Graph, test_file: Path, entity2id: dict[str, int
 
 def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[Config], Recommender],
               on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
-              log: Callable[[str], None] = lambda s: None, overwrite: bool = False) -> dict[str, Any]:
-    """Build (or reuse) the graph, fit the model, evaluate it on the test file, write the run directory."""
-    from qamrec.data.crs import load_crs
-    from qamrec.graph.build import build_or_load
+              log: Callable[[str], None] = lambda s: None, overwrite: bool = False,
+              resume: bool = True) -> dict[str, Any]:
+    """Build (or reuse) the graph, fit the model, evaluate it on the test file, write the run directory.
 
-    if out.exists() and not overwrite:
+    With ``resume``, a checkpoint of an interrupted training in ``out`` is taken up (it must have the same
+    settings, else :class:`QamrecError`); without it, it is deleted. ``metrics["resumed_from_epoch"]`` says
+    which epoch training went on from (``None``: from the start).
+    """
+    from qamrec.data.crs import load_crs
+    from qamrec.graph.build import build_or_load, graph_key
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover(out)
+    if out.exists() and not in_progress(out) and not overwrite:
         raise QamrecError(f"{out} exists; choose another --out or pass --overwrite")
+    model = make_model(config)
+    ckpt = Checkpointer(out / CHECKPOINT_DIR,
+                        train_identity(dataset, model.name, config, f"{dataset}-{graph_key(dataset, config)}"))
+    if not resume:
+        ckpt.clear()
+    if (epoch := ckpt.saved_epoch()) is not None:
+        log(f"resuming from {ckpt.folder} (epoch {epoch} done)")
     graph, graph_folder = build_or_load(dataset, config, log=log)
     crs = load_crs(dataset, config)
     log(f"training on {len(crs.train):,} examples, early stopping on {len(crs.dev):,} dev examples")
-    model = make_model(config).fit(crs, graph, on_epoch=on_epoch)
+    with checkpointing(ckpt):
+        model = model.fit(crs, graph, on_epoch=on_epoch)
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
     hist = getattr(model, "history", None)
@@ -118,9 +141,9 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "test_examples_excluded_as_training": excluded, "test": test,
         "history": hist.epochs if hist else [], "best_epoch": hist.best_epoch if hist else None,
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
+        "resumed_from_epoch": ckpt.resumed_from,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
     try:
         (tmp / "graph").mkdir()
         for f in ("graph.json", "graph.safetensors"):
@@ -132,9 +155,8 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         if hist and hist.epochs:
             plot_curves(hist.epochs, tmp / "curves.png")
         atomic_write_json(tmp / "metrics.json", metrics)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        write_manifest(tmp)  # last: a folder with a manifest is complete
+        replace_dir(tmp, out)  # the checkpoint, inside the old `out`, goes with it
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -142,19 +164,25 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
 
 
 def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str, Any]]:
-    """The fitted model of a run directory, its graph and its saved config."""
+    """The fitted model of a run directory, its graph and its saved config.
+
+    The directory is validated first (:func:`~qamrec.train.rundir.validate_run`): a missing or corrupted
+    file is a :class:`QamrecError` naming it, never a traceback from deep inside a loader.
+    """
     from qamrec.features.pipeline import text_function
     from qamrec.models import MODELS
 
-    missing = [f for f in RUN_FILES if not (folder / f).exists()]
-    if missing:
-        raise MissingDataError(f"{folder}: not a complete run directory (missing {', '.join(missing)})")
+    validate_run(folder)
     saved = read_json(folder / "config.json")
     graph = load_graph(folder / "graph")
-    name = read_json(folder / "model.json")["name"]
+    name = read_json(folder / "model.json").get("name")
     if name not in MODELS:
         raise MissingDataError(f"{folder}/model.json: unknown model {name!r}")
     run_cfg = config.model_copy(update={"features": config.features.model_copy(
         update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
-    model = MODELS[name].load(folder, graph, text_function(run_cfg))
+    try:
+        model = MODELS[name].load(folder, graph, text_function(run_cfg))
+    except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as e:
+        raise QamrecError(f"{folder}/model.safetensors: cannot load the {name} model ({e}); "
+                          f"train it again with `qamrec train --out {folder} --overwrite`") from None
     return model, graph, saved
