@@ -16,7 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "ModelConfig", "TrainConfig", "RefineConfig", "ServeConfig",
+__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "MSCRSConfig",
+           "ModelConfig", "TrainConfig", "RefineConfig", "ServeConfig",
            "Config", "load_config"]
 
 
@@ -63,6 +64,24 @@ class GraphConfig(BaseModel):
                                                 "when they are also the training pool (ReDial)")
 
 
+class MSCRSConfig(BaseModel):
+    """The MSCRS baseline (``--model mscrs``, :mod:`qamrec.models.mscrs`): its semantic graphs and sizes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    knn: int = Field(default=10, ge=1, description="neighbours per item in the text and image similarity graphs")
+    fusion: float = Field(default=0.5, ge=0.0, le=1.0,
+                          description="lambda: weight of the text graph against the image graph (1: text only)")
+    comention_min: int = Field(default=1, ge=1, description="training dialogues two items must share for a "
+                                                            "collaborative edge")
+    layers: int = Field(default=3, ge=0, description="LightGCN layers of each semantic graph")
+    hidden: int = Field(default=128, ge=8)
+    bases: int = Field(default=8, ge=1, description="R-GCN basis matrices")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    features: bool = Field(default=False, description="add a linear map of the frozen text embeddings to the "
+                                                      "free item / entity embeddings (not in MSCRS)")
+
+
 class ModelConfig(BaseModel):
     """The query-aware GAT recommender and its ablations."""
 
@@ -77,6 +96,7 @@ class ModelConfig(BaseModel):
     text_features: bool = True
     poster_features: bool = True
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
+    mscrs: MSCRSConfig = Field(default_factory=MSCRSConfig, description="the MSCRS baseline (--model mscrs)")
 
 
 class TrainConfig(BaseModel):
@@ -119,26 +139,46 @@ class RefineConfig(BaseModel):
 
 
 class ServeConfig(BaseModel):
-    """The HTTP service."""
+    """The HTTP service.
+
+    Overload: each worker process runs at most ``max_inflight`` requests at once; up to ``max_queue`` more wait
+    for a slot, each at most ``queue_timeout`` seconds. A request beyond that (queue full, or waited too long) is
+    answered at once with 503 and ``Retry-After: <retry_after>`` instead of joining an unbounded queue, so
+    latency stays bounded and the client knows to come back. ``/health`` is never refused. The limits hold per
+    process: ``workers=N`` admits N times as many.
+
+    Hostile input: bodies over ``max_body_bytes`` get 413, with a ``Content-Length`` or streamed in chunks
+    (counted as they arrive). With ``api_key`` set every route but ``/health`` needs it (``X-API-Key``, or the
+    cookie the page sets after being opened once as ``/?api_key=KEY``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     store: str = Field(default="", description="session store URL (default sqlite:///<home>/sessions.sqlite3)")
-    api_key: str | None = Field(default=None, description="when set, every route but /health needs X-API-Key")
+    api_key: str | None = Field(default=None, description="when set, every route but /health needs X-API-Key "
+                                                          "(or the page's cookie: open /?api_key=KEY once)")
     cors_origins: list[str] = Field(default=[], description="origins allowed by CORS (default: CORS off)")
     max_body_bytes: int = Field(default=65536, ge=1024, description="larger request bodies get 413")
     workers: int = Field(default=1, ge=1, le=64, description="service processes (each loads the model; they "
                                                               "share the session store)")
     catalog: str = Field(default="", description="a prepared MovieLens dataset whose movies extend the served "
                                                  "catalog beyond the graph's candidates (e.g. movielens-32m)")
-    item_dtype: str = Field(default="float32", pattern="^(float32|bfloat16)$",
-                            description="storage of the extended catalog's score matrix")
+    item_dtype: str = Field(default="int8", pattern="^(float32|bfloat16|int8)$",
+                            description="how the extended catalog is scored: exact float32 or bfloat16 "
+                                        "products, or int8 with its best rows re-scored exactly")
     query_cache: int = Field(default=256, ge=0, description="recent query embeddings kept (feedback on a "
                                                             "conversation re-scores the same text; 0: none)")
     threads: int = Field(default=0, ge=0, description="torch threads per process while serving (0: torch's "
                                                       "default; 1 lets concurrent requests use separate cores)")
+    max_inflight: int = Field(default=8, ge=1, le=1000, description="requests one worker process runs at "
+                                                                    "once (the rest wait or get 503)")
+    max_queue: int = Field(default=32, ge=0, le=10000, description="requests one worker process lets wait for "
+                                                                   "a slot; more get 503 at once")
+    queue_timeout: float = Field(default=5.0, gt=0, le=600, description="seconds a request may wait for a slot "
+                                                                         "before it gets 503")
+    retry_after: int = Field(default=1, ge=0, le=3600, description="the Retry-After (seconds) of a 503")
 
 
 class Config(BaseSettings):

@@ -105,8 +105,12 @@ _NO_GENRES = "(no genres listed)"
 # "Title (1995)", also "Title (2006–2007)" (a series) and the stray "Title (1983))" of ML-32M.
 _YEAR_RE = r"\s*\((\d{4})(?:\s*[-–]\s*\d{0,4})?\)\)?$"
 _YEAR_PY = re.compile(_YEAR_RE)
-_INT_RE = re.compile(r"[+-]?\d+")
+_INT_RE = re.compile(r"[+-]?[0-9]+")  # ASCII digits: int() would also take "١٢"
 _INT_RANGE = {pl.Int32: (-(2**31), 2**31 - 1), pl.Int64: (-(2**63), 2**63 - 1)}
+# what polars' number parser reads (float() would also take "1_0" and " 5", losing the bad line)
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.I)
+# polars' errors, and the panic its CSV reader raises on some malformed input (a BaseException)
+_POLARS_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
 
 
 @dataclass(frozen=True)
@@ -216,9 +220,7 @@ def _value_problem(value: str, col: _Col, empty_ok: bool) -> tuple[str, str] | N
         if not lo <= int(value) <= hi:
             return f"{value} is out of range", f"an {col.dtype.__name__.lower()} integer"
     elif col.dtype in (pl.Float32, pl.Float64):
-        try:
-            float(value)
-        except ValueError:
+        if not _FLOAT_RE.fullmatch(value):
             return f"{value!r} is not a number", "a number"
     return None
 
@@ -274,7 +276,7 @@ def _first_bad_record(
             .head(1)
             .collect(engine="streaming")
         )
-    except pl.exceptions.PolarsError:
+    except _POLARS_ERRORS:
         return None
     return int(found["_k"].item()) if found.height else None
 
@@ -408,7 +410,7 @@ def _polars_read(path: Path, cols: Sequence[_Col], sep: str, empty_ok: bool) -> 
     """The renamed columns of ``path``, or why polars could not read them."""
     try:
         df = pl.read_csv(path, columns=[c.source for c in cols], **_csv_options(cols, sep, empty_ok))  # type: ignore[arg-type]
-    except pl.exceptions.PolarsError as e:
+    except _POLARS_ERRORS as e:
         return str(e)
     return "missing values" if _has_missing(df.null_count(), cols, renamed=False) else df.select(_rename(cols))
 
@@ -421,6 +423,12 @@ def _read_csv(
     header = _check_header(path, cols, sep)
     result = _polars_read(path, cols, sep, empty_ok)
     if isinstance(result, pl.DataFrame):
+        text = [c.name for c in cols if c.dtype == pl.String]
+        if empty_ok and text and result.select(pl.any_horizontal(pl.col(text) == "").any()).item():
+            # polars reads a missing last field as "": tell a short row from an empty field
+            scan = _scan_file(path, cols, header, sep=sep, empty_ok=empty_ok, free_text=None)
+            if scan.error is not None:
+                raise scan.error
         return result
     _diagnose(path, cols, header, result, sep=sep, empty_ok=empty_ok, free_text=free_text)
     assert free_text is not None
@@ -451,7 +459,7 @@ def _polars_sink(src: Path, tmp: Path, cols: Sequence[_Col], empty_ok: bool, mov
         lf = lf.filter(pl.col("movielens_id").cast(pl.Int64).is_in(movies.implode()))
     try:
         lf.sink_parquet(tmp, compression="zstd", statistics=True, engine="streaming")
-    except pl.exceptions.PolarsError as e:
+    except _POLARS_ERRORS as e:
         return str(e)
     counts = pl.scan_parquet(tmp).select(pl.all().null_count()).collect(engine="streaming")
     return "missing values" if _has_missing(counts, cols, renamed=True) else None
@@ -701,7 +709,7 @@ def read_ml1m_ratings(path: str | Path) -> pl.DataFrame:
             path, has_header=False, separator=":", quote_char=None, infer_schema=False, null_values=None,
             new_columns=[f"c{i}" for i in range(7)], encoding="utf8-lossy",
         )  # fmt: skip
-    except pl.exceptions.PolarsError:
+    except _POLARS_ERRORS:
         raw = None
     if raw is not None and raw.height > 0:
         df = raw.select(
@@ -749,7 +757,7 @@ def read_ml100k_ratings(path: str | Path) -> pl.DataFrame:
             null_values=None,
         )  # fmt: skip
         reason = "missing values" if _has_missing(df.null_count(), cols, renamed=False) else ""
-    except pl.exceptions.PolarsError as e:
+    except _POLARS_ERRORS as e:
         reason = str(e)
     if reason:
         _diagnose(path, cols, None, reason, sep="\t")

@@ -60,14 +60,34 @@ class RedialDialogues(NamedTuple):
     mentions: pl.DataFrame  # dialogue_id, redial_id, title, seeker_/recommender_ suggested/seen/liked
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int64(d: dict, name: str, path: Path, line: int, where: str = "") -> int:
+    """An integer field that fits the Int64 column it goes to."""
+    v = get_field(d, name, int, path, line, where=where)
+    if not _INT64[0] <= v <= _INT64[1]:
+        raise DataFormatError(path, f"{v} is out of range", line=line, field=f"{where}.{name}" if where else name,
+                              expected="a 64-bit integer")
+    return v
+
+
 def _answers(questions: object, movie: str, path: Path, line: int, who: str) -> tuple[int | None, ...]:
-    if not isinstance(questions, dict) or movie not in questions:
+    if questions is None or questions == []:  # absent, or [] (some exports write it for "no answers")
         return (None, None, None)
-    q = questions[movie]
+    if not isinstance(questions, dict):
+        raise DataFormatError(path, f"wrong type {type(questions).__name__}", line=line, field=who,
+                              expected="an object movieId -> answers")
+    q = questions.get(movie)
+    if q is None:
+        return (None, None, None)
+    if not isinstance(q, dict):
+        raise DataFormatError(path, f"wrong type {type(q).__name__}", line=line, field=f"{who}.{movie}",
+                              expected="an object {suggested, seen, liked}")
     out: list[int | None] = []
     for key in ("suggested", "seen", "liked"):
-        v = q.get(key) if isinstance(q, dict) else None
-        if v is not None and v not in (0, 1, 2):
+        v = q.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v not in (0, 1, 2)):
             raise DataFormatError(path, f"answer {v!r}", line=line, field=f"{who}.{movie}.{key}", expected="0, 1 or 2")
         out.append(v)
     return tuple(out)
@@ -80,16 +100,23 @@ def read_redial_dialogues(path: str | Path) -> RedialDialogues:
     turns: list[dict] = []
     mentions: list[dict] = []
     for line, d in iter_jsonl(path):
-        did = str(get_field(d, "conversationId", (str, int), path, line))  # type: ignore[arg-type]
-        seeker = get_field(d, "initiatorWorkerId", int, path, line)
-        recommender = get_field(d, "respondentWorkerId", int, path, line)
-        names = get_field(d, "movieMentions", dict, path, line, default={})
-        if isinstance(names, list):  # some ReDial exports write [] for "no mentions"
+        if not isinstance(d, dict):
+            raise DataFormatError(path, "record is not a JSON object", line=line, expected="an object")
+        cid = d.get("conversationId")
+        if isinstance(cid, bool) or not isinstance(cid, (str, int)):
+            problem = "missing field" if cid is None else f"wrong type {type(cid).__name__}"
+            raise DataFormatError(path, problem, line=line, field="conversationId", expected="a string or an integer")
+        did = str(cid)
+        seeker = _int64(d, "initiatorWorkerId", path, line)
+        recommender = _int64(d, "respondentWorkerId", path, line)
+        if d.get("movieMentions") == []:  # some ReDial exports write [] for "no mentions"
             names = {}
+        else:
+            names = get_field(d, "movieMentions", dict, path, line, default={})
         messages = get_field(d, "messages", list, path, line)
         for i, m in enumerate(messages):
             text = get_field(m, "text", str, path, line, where=f"messages[{i}]")
-            sender = get_field(m, "senderWorkerId", int, path, line, where=f"messages[{i}]")
+            sender = _int64(m, "senderWorkerId", path, line, where=f"messages[{i}]")
             ids = _MENTION.findall(text)
             shown = _MENTION.sub(lambda mt: str(names.get(mt.group(1)) or mt.group(0)), text)
             turns.append(
@@ -105,7 +132,7 @@ def read_redial_dialogues(path: str | Path) -> RedialDialogues:
                 }
             )
         for movie, name in names.items():
-            if not movie.isdigit():
+            if not (movie.isascii() and movie.isdigit()):
                 raise DataFormatError(path, f"movie id {movie!r}", line=line, field="movieMentions", expected="digits")
             title, year = split_title_year(str(name or ""))
             s = _answers(d.get("initiatorQuestions"), movie, path, line, "initiatorQuestions")
@@ -162,8 +189,9 @@ def read_unicrs_examples(path: str | Path) -> pl.DataFrame:
         rec = get_field(d, "rec", list, path, line, default=[])
         entity = get_field(d, "entity", list, path, line, default=[])
         for name, ids in (("rec", rec), ("entity", entity)):
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-                raise DataFormatError(path, "non-integer id", line=line, field=name, expected="integer entity ids")
+            if not all(isinstance(x, int) and not isinstance(x, bool) and _INT64[0] <= x <= _INT64[1] for x in ids):
+                raise DataFormatError(path, "non-integer id", line=line, field=name,
+                                      expected="integer entity ids (64-bit)")
         if len(context) <= prev_len:
             dialogue += 1
         prev_len = len(context)

@@ -1,18 +1,20 @@
 """The HTTP service (FastAPI): one-shot recommendations, conversations with feedback, movies, posters, the page.
 
 Everything a client sends is validated by the schemas of :mod:`qamrec.serve.schemas`; an unknown id is a 404,
-a malformed body a 422, an oversized one a 413, and a title the catalog cannot resolve a 422 that lists the
-closest titles. The engine is loaded before the app is made, so a request is one query encoding, one pooling
-step and one scoring pass.
+a malformed body a 422 (400 when it is not JSON in UTF-8 at all), an oversized one a 413, and a title the catalog
+cannot resolve a 422 that lists the closest titles. The guards of :mod:`qamrec.serve.limits` check the API key
+and the body size and, when a worker is overloaded, answer 503 with ``Retry-After`` instead of queueing. The
+engine is loaded before the app is made, so a request is one query encoding, one pooling step and one scoring
+pass.
 """
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -21,12 +23,16 @@ from fastapi.staticfiles import StaticFiles
 from qamrec.config import ServeConfig
 from qamrec.models.query import context_text
 from qamrec.serve.engine import Engine, Feedback, Result, UnknownTitleError
+from qamrec.serve.limits import AccessGuard, AdmissionLimit, BodyLimit
 from qamrec.serve.schemas import (
+    ERROR_RESPONSES,
+    SESSION_ID_PATTERN,
     FeedbackAck,
     FeedbackRequest,
     Health,
     MessageRequest,
     Movie,
+    MovieFeedback,
     Recommendations,
     RecommendRequest,
     SessionCreated,
@@ -34,7 +40,8 @@ from qamrec.serve.schemas import (
 )
 from qamrec.serve.store import SessionStore
 
-__all__ = ["create_app", "load_engine", "app_from_env", "WEB_DIR", "PLACEHOLDER_SVG", "RUN_ENV", "SET_ENV"]
+__all__ = ["create_app", "load_engine", "app_from_env", "WEB_DIR", "PLACEHOLDER_SVG", "RUN_ENV", "SET_ENV",
+           "SessionId"]
 
 #: how ``qamrec serve`` tells its worker processes what to load (see :func:`app_from_env`)
 RUN_ENV, SET_ENV = "QAMREC_SERVE_RUN", "QAMREC_SERVE_SET"
@@ -45,6 +52,9 @@ PLACEHOLDER_SVG = (
     '<rect width="150" height="224" fill="#2b2f3a"/><text x="75" y="118" font-family="sans-serif" font-size="14" '
     'fill="#9aa3b5" text-anchor="middle">no poster</text></svg>'
 )
+
+#: a session id in a path: URL-safe, at most 64 characters (anything else is a 422)
+SessionId = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN, max_length=64, examples=["Z3x9_fh2Lq0aB1cD"])]
 
 
 def _recommendations(engine: Engine, result: Result, resolved: dict[str, int] | None = None, round_: int = 0,
@@ -72,26 +82,18 @@ def _session_feedback(state: dict[str, Any]) -> Feedback:
 def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None = None) -> FastAPI:
     """The service over a loaded ``engine`` and a session ``store``."""
     settings = settings or ServeConfig()
-    app = FastAPI(title="qamrec", version="0.1.0",
+    app = FastAPI(title="qamrec", version="0.1.0", responses=ERROR_RESPONSES,
                   description="Query-aware, multi-modal movie recommendation on a heterogeneous graph.")
     app.state.engine, app.state.store = engine, store
+    # pure ASGI guards, the last added outermost: CORS (answers preflights), the key, the body limit, admission
+    app.add_middleware(AdmissionLimit, max_inflight=settings.max_inflight, max_queue=settings.max_queue,
+                       queue_timeout=settings.queue_timeout, retry_after=settings.retry_after)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(AccessGuard, api_key=settings.api_key)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        if settings.api_key and path != "/health" and not (path == "/" or path.startswith("/static/")):
-            # the page and its static files carry no data; everything else needs the key (header or the
-            # page's same-site cookie, which image requests carry too)
-            given = request.headers.get("x-api-key") or request.cookies.get("qamrec_api_key", "")
-            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-                return JSONResponse({"detail": "missing or wrong X-API-Key"}, status_code=401)
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > settings.max_body_bytes):
-            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
-        return await call_next(request)
 
     @app.exception_handler(UnknownTitleError)
     async def unknown_title(request: Request, exc: UnknownTitleError) -> JSONResponse:
@@ -141,35 +143,29 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
         return SessionCreated(id=store.create())
 
     @app.get("/sessions/{sid}", response_model=SessionState)
-    def get_session(sid: str) -> SessionState:
+    def get_session(sid: SessionId) -> SessionState:
         s = session_or_404(sid)
         return SessionState(id=s["id"], created=s["created"], messages=s["messages"],
                             feedback=[{k: v for k, v in f.items() if k != "detail"} for f in s["feedback"]],
                             recommendations=s["state"])
 
     @app.post("/sessions/{sid}/messages", response_model=Recommendations)
-    def message(sid: str, req: MessageRequest) -> Recommendations:
+    def message(sid: SessionId, req: MessageRequest) -> Recommendations:
         """Add a message; recommendations for the whole conversation so far."""
         require_session(sid)
         store.add_message(sid, req.text)
         return respond(sid, req.k)
 
     @app.post("/sessions/{sid}/feedback", response_model=FeedbackAck)
-    def feedback(sid: str, req: FeedbackRequest) -> FeedbackAck:
+    def feedback(sid: SessionId, req: FeedbackRequest) -> FeedbackAck:
         """Feedback on a movie (liked / disliked / seen) or on a suggested refinement (accepted / rejected)."""
         require_session(sid)
-        if (req.movie_id is None) == (req.suggestion_id is None):
-            raise HTTPException(422, "give exactly one of movie_id and suggestion_id")
-        if req.movie_id is not None:
-            if req.value not in ("liked", "disliked", "seen"):
-                raise HTTPException(422, "a movie's value is liked, disliked or seen")
+        if isinstance(req, MovieFeedback):
             if engine.movie(req.movie_id) is None:
                 raise HTTPException(404, f"unknown movie {req.movie_id}")
             row = store.add_feedback(sid, f"movie:{req.movie_id}", req.value)
         else:
-            if req.value not in ("accepted", "rejected"):
-                raise HTTPException(422, "a suggestion's value is accepted or rejected")
-            words = store.suggestion(sid, int(req.suggestion_id))  # type: ignore[arg-type]
+            words = store.suggestion(sid, req.suggestion_id)
             if words is None:
                 raise HTTPException(404, f"unknown suggestion {req.suggestion_id} in this session")
             row = store.add_feedback(sid, f"suggestion:{req.suggestion_id}", req.value, words)
@@ -213,7 +209,7 @@ def load_engine(run: Path, config: Any) -> Engine:
         from qamrec.serve.bench import movielens_catalog
 
         movies, text = movielens_catalog(config, config.serve.catalog)
-        engine.extend_catalog(movies, text, getattr(torch, config.serve.item_dtype))
+        engine.extend_catalog(movies, text, config.serve.item_dtype)
     if config.serve.threads:
         torch.set_num_threads(config.serve.threads)
     return engine

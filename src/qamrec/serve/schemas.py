@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
-    "MAX_QUERY_CHARS", "MAX_TITLES", "RecommendRequest", "Reason", "Movie", "Attended", "Suggestion",
-    "Recommendations", "SessionCreated", "MessageRequest", "FeedbackRequest", "FeedbackAck", "SessionState",
-    "Message", "FeedbackEvent", "Health",
+    "MAX_QUERY_CHARS", "MAX_TITLES", "MAX_ID", "RecommendRequest", "Reason", "Movie", "Attended", "Suggestion",
+    "Recommendations", "SessionCreated", "MessageRequest", "FeedbackRequest", "MovieFeedback", "SuggestionFeedback",
+    "Title", "Count", "Id", "SESSION_ID_PATTERN", "FeedbackAck", "SessionState",
+    "Message", "FeedbackEvent", "Health", "ValidationIssue", "Problem", "ERROR_RESPONSES",
 ]
 
 MAX_QUERY_CHARS = 2000
 MAX_TITLES = 50
+#: the largest movie or suggestion id (the largest integer a browser's JSON numbers hold exactly)
+MAX_ID = 2**53 - 1
 
 _Strict = ConfigDict(extra="forbid")
-Title = Field(min_length=1, max_length=300)
+#: a movie title as a person types it (resolved against the catalog with fuzzy matching)
+Title = Annotated[str, Field(min_length=1, max_length=300)]
+
+
+def _json_number(value: object) -> object:
+    """Only JSON numbers are integers here: pydantic's lax mode would also take true/false and "5"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{type(value).__name__} is not an integer")
+    return value
+
+
+#: how many movies to answer with
+Count = Annotated[int, Field(ge=1, le=100), BeforeValidator(_json_number)]
+#: a movie or suggestion id
+Id = Annotated[int, Field(ge=0, le=MAX_ID), BeforeValidator(_json_number)]
+#: a session id as :meth:`SessionStore.create` makes them (URL-safe)
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class RecommendRequest(BaseModel):
@@ -24,9 +43,9 @@ class RecommendRequest(BaseModel):
 
     model_config = _Strict
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, examples=["funny heist movie with a great ensemble"])
-    liked: list[str] = Field(default=[], max_length=MAX_TITLES, examples=[["Ocean's Eleven (2001)"]])
-    disliked: list[str] = Field(default=[], max_length=MAX_TITLES)
-    k: int = Field(default=10, ge=1, le=100)
+    liked: list[Title] = Field(default=[], max_length=MAX_TITLES, examples=[["Ocean's Eleven (2001)"]])
+    disliked: list[Title] = Field(default=[], max_length=MAX_TITLES)
+    k: Count = 10
 
 
 class Reason(BaseModel):
@@ -80,17 +99,29 @@ class SessionCreated(BaseModel):
 class MessageRequest(BaseModel):
     model_config = _Strict
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    k: int = Field(default=10, ge=1, le=100)
+    k: Count = 10
 
 
-class FeedbackRequest(BaseModel):
-    """Either ``movie_id`` + ``value`` in liked/disliked/seen, or ``suggestion_id`` + accepted/rejected."""
+class MovieFeedback(BaseModel):
+    """Feedback on a recommended movie."""
 
     model_config = _Strict
-    movie_id: int | None = Field(default=None, ge=0, le=2**62)
-    suggestion_id: int | None = Field(default=None, ge=0, le=2**62)
-    value: Literal["liked", "disliked", "seen", "accepted", "rejected"]
-    k: int = Field(default=10, ge=1, le=100)
+    movie_id: Id
+    value: Literal["liked", "disliked", "seen"]
+    k: Count = 10
+
+
+class SuggestionFeedback(BaseModel):
+    """Feedback on a suggested refinement of this session."""
+
+    model_config = _Strict
+    suggestion_id: Id
+    value: Literal["accepted", "rejected"]
+    k: Count = 10
+
+
+#: either ``movie_id`` + liked/disliked/seen, or ``suggestion_id`` + accepted/rejected
+FeedbackRequest = MovieFeedback | SuggestionFeedback
 
 
 class FeedbackAck(BaseModel):
@@ -124,3 +155,37 @@ class Health(BaseModel):
     model: str
     dataset: str
     candidates: int
+
+
+class ValidationIssue(BaseModel):
+    """One reason a body or parameter was rejected."""
+
+    loc: list[str | int] = Field(description="where: 'body', 'path' or 'query', then the field")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """Any error answer: ``detail`` says what is wrong (the list of issues of an invalid body or parameter);
+    a title the catalog cannot resolve adds ``title`` and the ``closest`` titles."""
+
+    detail: str | list[ValidationIssue]
+    title: str | None = None
+    closest: list[str] | None = None
+
+
+def _problem(text: str) -> dict[str, object]:
+    return {"model": Problem, "description": text}
+
+
+#: the error answers every route may give (documented in OpenAPI)
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: _problem("the body is not valid JSON in UTF-8 (or nested too deeply to parse)"),
+    401: _problem("serve.api_key is set and the request does not carry it"),
+    404: _problem("unknown session, movie, suggestion or path"),
+    413: _problem("the body is over serve.max_body_bytes"),
+    422: _problem("invalid body or parameter, or a title the catalog cannot resolve"),
+    503: {**_problem("overloaded: every slot is busy and the queue is full; retry after Retry-After seconds"),
+          "headers": {"Retry-After": {"description": "seconds to wait before retrying",
+                                      "schema": {"type": "integer"}}}},
+}
