@@ -105,7 +105,14 @@ def test_api_key_guards_everything_but_health(small_engine, tmp_path: Path):
         c.cookies.set("qamrec_api_key", "s3cret")
         assert c.post("/sessions").status_code == 201  # the page's cookie works as the header does
         c.cookies.clear()
-        assert c.get("/").status_code == 200  # the page itself carries no data
+        assert c.get("/").status_code == 401 and c.get("/static/app.js").status_code == 401  # the page too
+        assert c.get("/?api_key=wrong", follow_redirects=False).status_code == 401
+        r = c.get("/?api_key=s3cret&lang=en", follow_redirects=False)  # once: sets the cookie, drops the key
+        assert r.status_code == 303 and r.headers["location"] == "/?lang=en"
+        cookie = r.headers["set-cookie"].lower()
+        assert "qamrec_api_key=s3cret" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+        assert c.get("/movies/1").status_code != 401
 
 
 def test_missing_poster_file_gets_a_placeholder(small_engine, tmp_path: Path):
@@ -187,7 +194,7 @@ def test_catalog_extension_scores_movies_outside_the_graph(small_engine):
     movies = pl.DataFrame({"movie_id": [900000001, 900000002, 900000003], "title": titles, "year": [2030, 2031, 2032],
                            "genres": [["Comedy"], ["Drama"], ["Musical"]]})
     assert e.extend_catalog(movies, e.encode_query(titles)) == 3
-    assert e.catalog_size == before + 3 and small_engine.extra is None
+    assert e.catalog_size == before + 3 and len(small_engine.extra_movies) == 0
     res = e.recommend("Zorblax and the Quantum Heist", k=10)
     ids = [m["id"] for m in res.movies]
     assert 900000001 in ids and 900000002 not in ids[:3]
@@ -215,3 +222,26 @@ def test_query_embeddings_are_cached_and_bounded(small_engine):
     e.recommend("a scary movie", k=5)
     e.recommend("a scary movie", k=5)
     assert calls[-2:] == [["a scary movie"], ["a scary movie"]]
+
+
+def test_engine_ranks_like_the_model(small_engine):
+    """One product over the index rows gives the model's own ranking (popularity as trained, no feedback),
+    with the traced query encoder, and with int8 scoring of an extended catalog."""
+    import copy
+
+    import polars as pl
+
+    from qamrec.models.query import Query
+
+    e = copy.copy(small_engine)
+    e.refine = e.refine.model_copy(update={"popularity": 1.0, "mode": "none"})
+    e.info = dict(small_engine.info)
+    text = "a funny heist movie with a great ensemble cast"
+    want = [m for m, _ in e.model.recommend(Query(text=text), k=10)]
+    assert [m["id"] for m in e.recommend(text, k=10).movies] == want
+    titles = ["Zorblax and the Quantum Heist", "A Quiet Afternoon of Knitting"]
+    movies = pl.DataFrame({"movie_id": [900000001, 900000002], "title": titles, "year": [2030, 2031],
+                           "genres": [["Comedy"], ["Drama"]]})
+    e.extend_catalog(movies, e.encode_query(titles), "int8")
+    got = [m["id"] for m in e.recommend(text, k=12).movies]
+    assert [m for m in got if m < 900000000][:10] == want

@@ -135,8 +135,11 @@ class QueryFeaturizer:
         out += [self.movie_node[m] for m in q.movies if m in self.movie_node]
         return list(dict.fromkeys(out))
 
-    def __call__(self, queries: Sequence[Query], text: np.ndarray | None = None) -> QueryBatch:
-        """Featurize; ``text`` may give precomputed text embeddings of ``[q.text for q in queries]``."""
+    def __call__(self, queries: Sequence[Query], text: np.ndarray | None = None,
+                 text_index: Callable[[Tensor], Tensor] | None = None) -> QueryBatch:
+        """Featurize; ``text`` may give precomputed text embeddings of ``[q.text for q in queries]``;
+        ``text_index`` scores one normalized text embedding against every movie's (default: the exact product
+        with ``movie_text``; the service passes a faster index)."""
         if text is None:
             text = self.encode_text([q.text for q in queries])
         t = torch.from_numpy(np.asarray(text, dtype=np.float32))
@@ -148,7 +151,8 @@ class QueryFeaturizer:
         mentioned: list[int] = []
         mentioned_batch: list[int] = []
         if self.retrieved:
-            sim = torch.nn.functional.normalize(t, dim=1) @ self.movie_text.T
+            tn = torch.nn.functional.normalize(t, dim=1)
+            sim = text_index(tn[0])[None] if text_index is not None and len(tn) == 1 else tn @ self.movie_text.T
             top_val, top_idx = sim.topk(min(self.retrieved, sim.shape[1]), dim=1)
         for b, q in enumerate(queries):
             members: dict[int, float] = {}

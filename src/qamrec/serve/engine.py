@@ -25,6 +25,7 @@ from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, Query
+from qamrec.serve.index import ItemIndex
 from qamrec.serve.refine import Refinement, WordGraph, propagate, suggest
 
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
@@ -170,7 +171,14 @@ class Engine:
                                         "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
                                         "poster_path": r["poster_path"]}
         self.model.precompute()
-        self.extra: dict[str, Any] | None = None  # movies outside the graph (see extend_catalog)
+        net = self.model.net
+        assert net is not None
+        self._has_text = bool(net.cfg.text_features)
+        #: one row per recommendable movie, [v_j | b_j | x_j]: the candidates, then movies outside the graph
+        self.index = ItemIndex(self._candidate_rows(), "float32")
+        self.extra_movies = np.zeros(0, dtype=np.int64)  # movies outside the graph (see extend_catalog)
+        self.all_movies = self.cand_movie  # the movie of every index row
+        self._text_index: ItemIndex | None = None  # the query's text retrieval over the graph's movies
         self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
         self._labels = self._node_labels()
         self._links = self._movie_links()
@@ -191,6 +199,13 @@ class Engine:
             else:
                 out += [(t, str(x)) for x in meta[t + "s"]]
         return out
+
+    def _candidate_rows(self) -> torch.Tensor:
+        """[v_j | b_j | x_j] of every candidate: its representation, popularity bias and normalized text."""
+        net = self.model.net
+        _, items = self.model.precompute()
+        cols = [items, net.bias.detach()[:, None]] + ([net.cand_text] if self._has_text else [])
+        return torch.cat(cols, 1)
 
     def _movie_links(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, global pooled ids) of each movie node's genres, tags, entities and linked movies."""
@@ -226,6 +241,7 @@ class Engine:
         """Load a run directory (and the catalog of the data home it was prepared in)."""
         from qamrec.data.prepare import load_table
         from qamrec.features.pipeline import text_encoder
+        from qamrec.features.traced import TracedTextEncoder
         from qamrec.train.run import load_run
 
         model, graph, saved = load_run(run, config)
@@ -234,20 +250,21 @@ class Engine:
         movies = load_table(config.prepared_dir, "catalog", "movies")
         run_cfg = config.model_copy(update={"features": config.features.model_copy(
             update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
-        enc = text_encoder(run_cfg)
+        enc = TracedTextEncoder(text_encoder(run_cfg))  # one query at a time: the traced copy
         return cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
                    name=f"{saved.get('dataset', '?')}:{run.name}")
 
     @torch.no_grad()
-    def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: torch.dtype = torch.float32) -> int:
+    def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: str = "int8") -> int:
         """Make movies outside the graph recommendable (e.g. a whole MovieLens-32M catalog).
 
         ``movies`` has movie_id, title, year, genres (and optionally poster_path); ``text`` [n, D] their text
-        embeddings; ``dtype`` the storage of their score matrix (``torch.bfloat16`` halves the memory read
-        per query at a small cost in precision). A movie in the graph that is not a candidate keeps its graph
-        representation; one outside it gets the encoder's output for an isolated node (the per-type root terms
-        only: no neighbour to attend to). Their bias is the candidates' median; they carry no words, so reasons
+        embeddings; ``dtype`` how their score matrix is multiplied (see :class:`~qamrec.serve.index.ItemIndex`:
+        ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly). A movie in the graph that
+        is not a candidate keeps its graph representation; one outside it gets the encoder's output for an
+        isolated node (the per-type root terms only: no neighbour to attend to). Their bias is the candidates' median; they carry no words, so reasons
         and refinements come from the graph's candidates. A later call replaces the earlier extension.
+        With ``"int8"`` the query's text retrieval over the graph's movies is scored the same way.
         Returns the number of movies added.
         """
         net = self.model.net
@@ -279,18 +296,20 @@ class Engine:
                                         "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
                                         "poster_path": r.get("poster_path")}
         cols = [net.item(h), net.bias.detach().median().expand(len(ids), 1)]
-        if getattr(net, "cand_text", None) is not None:
+        if self._has_text:
             cols.append(torch.nn.functional.normalize(x, dim=1))
         # one row per movie: [v_j | b_j | x_j], scored by one product with [p | popularity | lambda q]
-        self.extra = {"movie": np.asarray(ids, dtype=np.int64), "matrix": torch.cat(cols, 1).to(dtype).contiguous(),
-                      "text": len(cols) == 3, "all_movies": np.concatenate([self.cand_movie, np.asarray(ids)])}
+        self.index = ItemIndex(torch.cat([self._candidate_rows(), torch.cat(cols, 1)]), dtype)
+        self.extra_movies = np.asarray(ids, dtype=np.int64)
+        self.all_movies = np.concatenate([self.cand_movie, self.extra_movies])
+        self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
         return len(ids)
 
     @property
     def catalog_size(self) -> int:
         """Distinct movies this engine can recommend."""
         n = len(set(self.cand_movie.tolist()))
-        return n + (len(self.extra["movie"]) if self.extra else 0)
+        return n + len(self.extra_movies)
 
     # ----------------------------------------------------------------- lookups
     @property
@@ -393,22 +412,23 @@ class Engine:
         q = Query(text=full, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
         net = self.model.net
         assert net is not None
-        qb = self.model.featurizer([q], text=self._embed(full))
-        table, items = self.model.precompute()
+        qb = self.model.featurizer([q], text=self._embed(full),
+                                   text_index=self._text_index.scores if self._text_index is not None else None)
+        table, _ = self.model.precompute()
         p, alpha = net.preference(table, qb)
-        s = net.score(p, items, qb)[0] - (1.0 - self.refine.popularity) * net.bias
         n_c = len(self.cands)
         qn = torch.nn.functional.normalize(qb.text, dim=1)[0]
-        if self.extra is not None:
-            mat = self.extra["matrix"]
-            qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self.extra["text"] else [])
-            s = torch.cat([s, (mat @ torch.cat(qv).to(mat.dtype)).float()])
+        # the model's score (QAMRecNet.score) of every index row at once, the popularity bias weighed
+        qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self._has_text else [])
+        s = self.index.scores(torch.cat(qv))
+        if qb.mentioned.numel():
+            s[qb.mentioned] += net.mention_bonus
         z = (s - s.mean()) / s.std().clamp(min=1e-6)
         r = self._feedback_scores(fb) if full_fb else None
         final = z.clone()
         if r is not None:
             final[:n_c] += self.refine.weight * r
-        all_movies = self.cand_movie if self.extra is None else self.extra["all_movies"]
+        all_movies = self.all_movies
         banned = set(anchors)
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
@@ -436,8 +456,7 @@ class Engine:
                 reasons = self._reasons(int(self.cands[j]), att, r[j].item() if r is not None else 0.0,
                                         float(cand_text[j] @ qn) if cand_text is not None else None)
             else:
-                row = self.extra["matrix"][j - n_c].float()
-                c = float(row[-qn.shape[0]:] @ qn) if self.extra["text"] else 0.0
+                c = float(self.index.row(j)[-qn.shape[0]:] @ qn) if self._has_text else 0.0
                 reasons = [{"kind": "text", "label": "close to your words", "weight": round(c, 4)}]
             info = self.movie(m) or {"id": m, "title": f"movie {m}", "year": None, "genres": [], "has_poster": False}
             movies.append(info | {"score": round(float(final[j]), 4), "reasons": reasons,

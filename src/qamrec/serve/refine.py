@@ -110,42 +110,50 @@ def suggest(graph: WordGraph, scores: np.ndarray, n: int = 3, top: int = 50, max
     Each suggestion starts from a different seed word and greedily adds words of other kinds that keep at
     least ``min_items`` of the top items; suggestions never repeat a word set.
     """
+    if not 1 <= top <= 64:
+        raise ValueError(f"top must be in 1..64 (one bit per item), not {top}")
     s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
     k = min(top, graph.n_items)
     val, idx = s.topk(k)
     w = torch.softmax(val - val.max(), dim=0)
-    top_words = [graph.words_of(i) for i in idx.tolist()]
-    mass_np = np.zeros(graph.n_words, dtype=np.float32)  # share of the top's weight that each word covers
-    for ws, wi in zip(top_words, w.tolist()):
-        mass_np[ws] += wi
+    # the words of the top items, and per word a bit mask of the top items that have it (bit b: the b-th best)
+    tops = [graph.words_of(i) for i in idx.tolist()]
+    words = np.concatenate(tops) if tops else np.zeros(0, np.int64)
+    pos = np.repeat(np.arange(k), [len(t) for t in tops])
+    mass_np = np.bincount(words, weights=w.numpy()[pos], minlength=graph.n_words).astype(np.float32)
+    among_top: dict[int, int] = {}
+    if words.size:
+        order_w = np.argsort(words, kind="stable")
+        uniq, first = np.unique(words[order_w], return_index=True)
+        bits = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pos[order_w].astype(np.uint64)), first)
+        among_top = dict(zip(uniq.tolist(), bits.tolist()))
     mass = torch.from_numpy(mass_np)
     gain = mass * graph.idf * (mass < 0.95).float()  # a word every top movie has splits nothing
     for wd in exclude_words:
         gain[wd] = 0
-    top_items = set(idx.tolist())
-    pos = torch.nonzero(gain > 0).squeeze(1)
-    order = pos[torch.argsort(gain[pos], descending=True)][:256].tolist()
+    pos_w = torch.nonzero(gain > 0).squeeze(1)
+    order = pos_w[torch.argsort(gain[pos_w], descending=True)][:256].tolist()
     out: list[Refinement] = []
     seen: set[frozenset[int]] = set()
     for seed in order:
         if len(out) == n:
             break
-        words = [seed]
+        chosen = [seed]
         kinds = {graph.kinds[seed]}
-        members = top_items & set(graph.items_with([seed]).tolist())
+        members = among_top[seed]
         for cand in order[:64]:
-            if len(words) == max_words:
+            if len(chosen) == max_words:
                 break
-            if cand in words or graph.kinds[cand] in kinds:
+            if cand in chosen or graph.kinds[cand] in kinds:
                 continue
-            both = members & set(graph.items_with([cand]).tolist())
-            if len(both) >= min_items and len(both) < len(members):
-                words.append(cand)
+            both = members & among_top[cand]
+            if both.bit_count() >= min_items and both != members:
+                chosen.append(cand)
                 kinds.add(graph.kinds[cand])
                 members = both
-        key = frozenset(words)
-        if key in seen or len(members) < min(min_items, len(top_items)):
+        key = frozenset(chosen)
+        if key in seen or members.bit_count() < min(min_items, k):
             continue
         seen.add(key)
-        out.append(Refinement(tuple(words), tuple(graph.labels[x] for x in words)))
+        out.append(Refinement(tuple(chosen), tuple(graph.labels[x] for x in chosen)))
     return out
