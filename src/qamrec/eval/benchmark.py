@@ -31,6 +31,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("text_similarity", "text_similarity", what="context embedding vs movie text embedding"),
     Variant("cooccurrence", "cooccurrence", what="co-mentions + MovieLens co-ratings with the context movies"),
     Variant("qamrec", "qamrec", what="full model"),
+    Variant("mscrs", "mscrs", what="MSCRS re-implemented (semantic graphs + R-GCN; no LM prompt learning)"),
     Variant("no_posters", "qamrec", ("model.poster_features=false", "graph.poster_knn=0"), "no poster features/kNN"),
     Variant("no_text", "qamrec", ("model.text_features=false", "graph.text_knn=0"),
             "no movie text features/kNN (learned movie embeddings)"),

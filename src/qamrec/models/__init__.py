@@ -2,9 +2,10 @@
 
 from qamrec.models.base import Recommender
 from qamrec.models.baselines import BASELINES, CoOccurrence, Popularity, TextSimilarity
+from qamrec.models.mscrs import MSCRS
 from qamrec.models.qamrec import QAMRec
 
-__all__ = ["Recommender", "QAMRec", "Popularity", "TextSimilarity", "CoOccurrence", "MODELS"]
+__all__ = ["Recommender", "QAMRec", "MSCRS", "Popularity", "TextSimilarity", "CoOccurrence", "MODELS"]
 
 #: every model a run directory can hold, by ``name``
-MODELS: dict[str, type[Recommender]] = {QAMRec.name: QAMRec, **BASELINES}
+MODELS: dict[str, type[Recommender]] = {QAMRec.name: QAMRec, MSCRS.name: MSCRS, **BASELINES}
