@@ -220,12 +220,15 @@ def _make_model(name: str):
     def make(c: Config):
         if name == QAMRec.name:
             return QAMRec(c.model, c.train, text_function(c), c.seed)
+        if hasattr(MODELS[name], "from_config"):  # a model with settings of its own (mscrs: model.mscrs.*)
+            return MODELS[name].from_config(c, text_function(c))  # type: ignore[attr-defined]
         return MODELS[name](text_function(c))  # type: ignore[call-arg]
 
     return make
 
 
-def _train(dataset: str, out: Path, model: str, overwrite: bool, c: Config, quiet: bool = False) -> dict:
+def _train(dataset: str, out: Path, model: str, overwrite: bool, c: Config, quiet: bool = False,
+           resume: bool = True) -> dict:
     from qamrec.train.run import train_run
 
     if c.train.threads:
@@ -244,22 +247,35 @@ def _train(dataset: str, out: Path, model: str, overwrite: bool, c: Config, quie
                 bar.console.print(f"epoch {r['epoch']:>3}  {info}  ({r['train_s']:.1f} s)")
 
         return train_run(dataset, c, out, make_model=_make_model(model), on_epoch=on_epoch,
-                         log=lambda m: bar.update(task, info=m), overwrite=overwrite)
+                         log=lambda m: bar.update(task, info=m), overwrite=overwrite, resume=resume)
 
 
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="redial or inspired")],
     out: Annotated[Path, typer.Option(help="run directory to write")],
-    model: Annotated[str, typer.Option(help="qamrec, or a baseline: popularity, text_similarity, cooccurrence")] = "qamrec",
+    model: Annotated[str, typer.Option(help="qamrec, or a baseline: mscrs, popularity, text_similarity, cooccurrence")] = "qamrec",
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    resume: Annotated[bool, typer.Option(help="go on from OUT/checkpoint, left by an interrupted training "
+                                              "with the same settings (--no-resume: start over)")] = True,
 ) -> None:
     """Train a model (graph built or reused first) and write a run directory."""
-    m = _train(dataset, out, model, overwrite, cfg())
+    m = _train(dataset, out, model, overwrite, cfg(), resume=resume)
+    if m.get("resumed_from_epoch"):
+        console.print(f"resumed from the checkpoint of epoch {m['resumed_from_epoch']} in {out / 'checkpoint'}")
     _print_metrics({m["model"]: m["test"]}, dataset, f"{m['test']['n_examples']:,} test examples "
                    f"({m['test_examples_excluded_as_training']:,} of {m['test_examples_in_file']:,} in "
                    f"{Path(m['test_file']).name} excluded: their dialogues are training data)")
     console.print(f"run directory: {out}")
+    _print_model_note(model)
+
+
+def _print_model_note(name: str) -> None:
+    """What a re-implemented model leaves out of its paper (``MODELS[name].note``), if anything."""
+    from qamrec.models import MODELS
+
+    if note := getattr(MODELS.get(name), "note", ""):
+        console.print(f"[dim]{name}: {note}[/]", highlight=False)
 
 
 def _print_metrics(rows: dict[str, dict], dataset: str, caption: str = "") -> None:
@@ -288,6 +304,7 @@ def evaluate(
             + (f"; {excluded:,} excluded (dialogues used for training), {m['n_examples']:,} evaluated" if excluded else
                ", all evaluated") + f"  [{m['seconds']:.1f} s]")
     _print_metrics({name: m}, dataset, note)
+    _print_model_note(name)
     t = Table("variant", "examples", "R@1", "R@10", "R@50", "NDCG@10", "MRR@10", "MAP", "P@10",
               title="variants (one gold item per example: P@k = R@k / k, MAP = MRR without a cut-off)")
     for prefix, label in (("", "all (protocol)"), ("new_items.", "new items only"), ("cold_start.", "cold start")):
@@ -347,6 +364,29 @@ def benchmark_crs(
     console.print(f"wrote {out / f'crs_{dataset}.md'}, .json and .png")
 
 
+@benchmark_app.command("mscrs-sensitivity")
+def benchmark_mscrs_sensitivity(
+    dataset: Annotated[str, typer.Option(help="redial or inspired")] = "inspired",
+    out: Annotated[Path, typer.Option(help="folder for mscrs_sensitivity_<dataset>.{md,json} and the two plots")]
+    = Path("docs/results"),
+    runs: Annotated[Optional[Path], typer.Option(help="run directories (default $QAMREC_HOME/runs/mscrs-sensitivity)")]
+    = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results to this JSON file")] = None,
+) -> None:
+    """MSCRS's kNN size k and text/image weight lambda (its Figure 5): one training per point, test recall."""
+    from qamrec.eval.mscrs_sensitivity import run_mscrs_sensitivity
+    from qamrec.io import atomic_write_json
+
+    c = cfg()
+    r = run_mscrs_sensitivity(dataset, c, out, runs or c.runs_dir / "mscrs-sensitivity",
+                              train=lambda d, run, cc: _train(d, run, "mscrs", True, cc, quiet=True),
+                              log=lambda m: console.print(m, markup=False, highlight=False))
+    if json_out:
+        atomic_write_json(json_out, r)
+    console.print((out / f"mscrs_sensitivity_{dataset}.md").read_text())
+    console.print(f"wrote {out / f'mscrs_sensitivity_{dataset}'}.md, .json, _k.png and _lambda.png")
+
+
 @benchmark_app.command("rounds")
 def benchmark_rounds(
     run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
@@ -373,6 +413,46 @@ def benchmark_rounds(
     console.print(f"wrote {out / f'rounds_{dataset}.md'}, .json and .png")
 
 
+@benchmark_app.command("sequential")
+def benchmark_sequential(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the per-model results here")] = None,
+    out: Annotated[Path, typer.Option(help="folder for sequential_ml100k.md/.json and the modality plot")] = Path("bench"),
+    seed: Annotated[int, typer.Option(help="seed of the models, batches and sampled negatives")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="at most this many SASRec epochs (early stopping)")] = 60,
+    mixture_epochs: Annotated[int, typer.Option(min=1, help="at most this many mixture epochs after SASRec")] = 8,
+    model: Annotated[Optional[list[str]], typer.Option(help="popularity, sasrec, sasrec+modalities (repeatable)")] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,
+    dim: Annotated[int, typer.Option(help="hidden size")] = 64,
+    dropout: Annotated[float, typer.Option(help="dropout")] = 0.2,
+    loss: Annotated[str, typer.Option(help="ce (softmax over all items) or bce (one sampled negative)")] = "ce",
+) -> None:
+    """Popularity, SASRec and SASRec + modality mixture on MovieLens-100K: leave-one-out, full ranking."""
+    from qamrec.eval.sequential import FULL_KEYS, PUBLISHED_SEQUENTIAL, SAMPLED_KEYS
+    from qamrec.eval.sequential_benchmark import SeqTrainConfig, run_sequential_benchmark
+    from qamrec.io import atomic_write_json
+
+    if loss not in ("ce", "bce"):
+        raise QamrecError(f"--loss {loss!r}: use ce or bce")
+    known = ("popularity", "sasrec", "sasrec+modalities")
+    if unknown := [m for m in model or [] if m not in known]:
+        raise QamrecError(f"unknown model(s) {unknown} (known: {', '.join(known)})")
+    tc = SeqTrainConfig(seed=seed, epochs=epochs, mixture_epochs=mixture_epochs, lr=lr, dim=dim, dropout=dropout,
+                        loss=loss)
+    rows = run_sequential_benchmark(cfg(), out, tc, models=[m for m in known if not model or m in model],
+                                    log=lambda m: console.print(m, markup=False, highlight=False))
+    t = Table("model", *FULL_KEYS, "s.hr@10", "s.ndcg@10", "source",
+              title="MovieLens-100K, leave-one-out, full ranking (history removed); s.*: sampled, 100 negatives")
+    for r in rows:
+        t.add_row(r["model"], *(f"{r[k]:.4f}" for k in (*FULL_KEYS, *SAMPLED_KEYS)), f"seed {seed}")
+    for name, m in PUBLISHED_SEQUENTIAL.items():
+        t.add_row(name, *(f"{m[k]:.4f}" for k in FULL_KEYS), "-", "-", "MSMRec T4")
+    console.print(t)
+    if json_out:
+        atomic_write_json(json_out, rows)
+    console.print(f"wrote {out / 'sequential_ml100k.md'}, .json" + (" and sequential_modality_groups.png" if any(
+        "modality_weights_by_group" in r for r in rows) else ""))
+
+
 @bench_app.command("serve")
 def bench_serve(
     run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
@@ -380,7 +460,7 @@ def bench_serve(
     seconds: Annotated[float, typer.Option(min=1, help="how long the client fires requests")] = 20.0,
     clients: Annotated[int, typer.Option(min=1, max=256, help="concurrent client connections")] = 8,
     calls: Annotated[int, typer.Option(min=10, help="in-process recommend calls timed")] = 300,
-    dtype: Annotated[str, typer.Option(help="item matrix storage for the service: float32 or bfloat16")] = "float32",
+    dtype: Annotated[str, typer.Option(help="how the extended catalog is scored: int8, float32 or bfloat16")] = "int8",
     workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 2,
     threads: Annotated[int, typer.Option(min=0, help="torch threads per worker (0: torch's default)")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -388,8 +468,10 @@ def bench_serve(
     """Latency in-process and of the service under load, on the catalog plus every MovieLens-32M movie."""
     from qamrec.serve.bench import movielens_catalog, run_serve_benchmark
 
-    if dtype not in ("float32", "bfloat16"):
-        raise QamrecError(f"--dtype {dtype!r}: use float32 or bfloat16")
+    from qamrec.serve.index import ITEM_DTYPES
+
+    if dtype not in ITEM_DTYPES:
+        raise QamrecError(f"--dtype {dtype!r}: use one of {', '.join(ITEM_DTYPES)}")
     engine = _engine(run)
     with console.status("embedding the MovieLens-32M titles (cached after the first run)"):
         movies, text = movielens_catalog(cfg())
@@ -401,6 +483,36 @@ def bench_serve(
         sys.stdout.write(json.dumps(r) + "\n")
     else:
         console.print((out / "serve.md").read_text())
+
+
+@bench_app.command("load")
+def bench_load(
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for load.json, .md, .png and its sessions file")] = Path("bench"),
+    seconds: Annotated[float, typer.Option(min=1, help="how long each level lasts")] = 60.0,
+    levels: Annotated[str, typer.Option(help="concurrent clients per level, comma-separated")] = "1,8,32,64",
+    workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 2,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads per worker (0: torch's default)")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per level, as a list")] = False,
+) -> None:
+    """The service under rising load: throughput, latency, 5xx, 503 refusals and acknowledged vs stored feedback."""
+    from qamrec.serve.loadbench import run_load_benchmark
+
+    try:
+        counts = tuple(int(x) for x in levels.split(",") if x.strip())
+    except ValueError:
+        raise QamrecError(f"--levels {levels!r}: give client counts like 1,8,32,64") from None
+    if not counts or min(counts) < 1 or max(counts) > 1024:
+        raise QamrecError(f"--levels {levels!r}: give client counts from 1 to 1024, like 1,8,32,64")
+    where = err_console if as_json else console
+    r = run_load_benchmark(_run_or_default(run), cfg().home, _State.overrides, out, levels=counts, seconds=seconds,
+                           workers=workers, threads=threads,
+                           log=lambda m: where.print(m, soft_wrap=True, highlight=False))
+    if as_json:
+        sys.stdout.write(json.dumps(r["levels"]) + "\n")
+    else:
+        sys.stdout.write((out / "load.md").read_text())
+        console.print(f"wrote {out / 'load.md'}, .json and .png", soft_wrap=True)
 
 
 def _run_or_default(run: Path | None) -> Path:
