@@ -20,7 +20,7 @@ import torch
 
 from qamrec.features.text import TextEncoder, as_texts
 
-__all__ = ["TracedTextEncoder"]
+__all__ = ["TracedTextEncoder", "SentencePipeline", "CHECK_TEXTS"]
 
 #: texts of different lengths the traced copy must reproduce before it is used
 CHECK_TEXTS = (
@@ -31,7 +31,7 @@ CHECK_TEXTS = (
 )
 
 
-class _Pipeline(torch.nn.Module):
+class SentencePipeline(torch.nn.Module):
     """The sentence-transformers modules as a function of plain tensors (what :func:`torch.jit.trace` needs)."""
 
     def __init__(self, model: Any, keys: Sequence[str], extra: dict[str, Any]) -> None:
@@ -86,7 +86,7 @@ class TracedTextEncoder:
         features = self._st.preprocess([CHECK_TEXTS[1]])
         self._keys = tuple(k for k, v in features.items() if isinstance(v, torch.Tensor))
         extra = {k: v for k, v in features.items() if not isinstance(v, torch.Tensor)}
-        module = _Pipeline(self._st, self._keys, extra).eval()
+        module = SentencePipeline(self._st, self._keys, extra).eval()
         example = tuple(features[k] for k in self._keys)
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants

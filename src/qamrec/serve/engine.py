@@ -241,7 +241,7 @@ class Engine:
         """Load a run directory (and the catalog of the data home it was prepared in)."""
         from qamrec.data.prepare import load_table
         from qamrec.features.pipeline import text_encoder
-        from qamrec.features.traced import TracedTextEncoder
+        from qamrec.features.onnx_text import OnnxTextEncoder
         from qamrec.train.run import load_run
 
         model, graph, saved = load_run(run, config)
@@ -250,7 +250,8 @@ class Engine:
         movies = load_table(config.prepared_dir, "catalog", "movies")
         run_cfg = config.model_copy(update={"features": config.features.model_copy(
             update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
-        enc = TracedTextEncoder(text_encoder(run_cfg))  # one query at a time: the traced copy
+        # one query at a time: through ONNX Runtime (or the traced copy where that fails)
+        enc = OnnxTextEncoder(text_encoder(run_cfg), config.cache_dir, threads=config.serve.threads)
         return cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
                    name=f"{saved.get('dataset', '?')}:{run.name}")
 
