@@ -380,6 +380,11 @@ class Engine:
         r, _ = propagate(self.words, items, words, self.refine.damping, self.refine.steps)
         return r / r.abs().max().clamp(min=1e-9)
 
+    def _retrieve(self, qn: torch.Tensor) -> torch.Tensor:
+        """Text similarity of a query to every graph movie, exact for the few the featurizer keeps."""
+        assert self._text_index is not None
+        return self._text_index.scores(qn, rerank=max(32, 2 * self.model.featurizer.retrieved))
+
     def _embed(self, text: str) -> np.ndarray:
         """The query embedding [1, D], from the cache of recent texts when it is there."""
         with self._cache_lock:  # requests run on several threads
@@ -414,14 +419,17 @@ class Engine:
         net = self.model.net
         assert net is not None
         qb = self.model.featurizer([q], text=self._embed(full),
-                                   text_index=self._text_index.scores if self._text_index is not None else None)
+                                   text_index=self._retrieve if self._text_index is not None else None)
         table, _ = self.model.precompute()
         p, alpha = net.preference(table, qb)
         n_c = len(self.cands)
         qn = torch.nn.functional.normalize(qb.text, dim=1)[0]
         # the model's score (QAMRecNet.score) of every index row at once, the popularity bias weighed
         qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self._has_text else [])
-        s = self.index.scores(torch.cat(qv))
+        banned = set(anchors)
+        if use_fb:
+            banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
+        s = self.index.scores(torch.cat(qv), rerank=max(64, 5 * k + len(banned)))  # exact where it is read
         if qb.mentioned.numel():
             s[qb.mentioned] += net.mention_bonus
         z = (s - s.mean()) / s.std().clamp(min=1e-6)
@@ -430,9 +438,6 @@ class Engine:
         if r is not None:
             final[:n_c] += self.refine.weight * r
         all_movies = self.all_movies
-        banned = set(anchors)
-        if use_fb:
-            banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
         picked: list[int] = []
         taken: set[int] = set()
         start, want = 0, min(len(final), 5 * k + len(banned))

@@ -71,12 +71,13 @@ class ItemIndex:
         return self.matrix[j].float()
 
     @torch.no_grad()
-    def scores(self, q: torch.Tensor) -> torch.Tensor:
-        """[n] float32 scores ``matrix @ q`` (exact for the ``rerank`` best rows on the int8 path)."""
+    def scores(self, q: torch.Tensor, rerank: int | None = None) -> torch.Tensor:
+        """[n] float32 scores ``matrix @ q``; on the int8 path exact for the ``rerank`` best rows (default: the
+        index's own setting; a caller that needs only the top few may ask for fewer)."""
         q = q.detach().float().reshape(-1)
         if self._packed is None:
             return (self.matrix @ q.to(self.matrix.dtype)).float()
         s = torch.ops.quantized.linear_dynamic(q[None], self._packed, True)[0]
-        top = torch.topk(s, min(self.rerank, len(s))).indices
+        top = torch.topk(s, min(self.rerank if rerank is None else rerank, len(s))).indices
         s[top] = self.matrix[top] @ q
         return s
