@@ -8,6 +8,7 @@ way); the load comes from a separate client process with ``clients`` concurrent 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import socket
 import statistics
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from qamrec.io import atomic_write_json, atomic_write_text
 
-__all__ = ["QUERIES", "run_serve_benchmark", "movielens_catalog", "percentile"]
+__all__ = ["QUERIES", "run_serve_benchmark", "movielens_catalog", "percentile", "served"]
 
 QUERIES = (
     "funny heist movie with a great ensemble", "a slow-burn sci-fi with a twist, nothing gory",
@@ -48,6 +50,39 @@ def movielens_catalog(config: Any, dataset: str = "movielens-32m", progress: boo
     movies = load_table(config.prepared_dir, dataset, "movies").rename({"movielens_id": "movie_id"})
     texts = [movie_text(r) for r in movies.select("title", "year", "genres").to_dicts()]
     return movies, text_function(config, progress=progress)(texts)
+
+
+@contextlib.contextmanager
+def served(run: Path, home: Path, overrides: list[str], log_file: Path, timeout: float = 600) -> Iterator[str]:
+    """``qamrec serve`` on a free loopback port in a subprocess, until the block ends; yields its URL."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "qamrec", "--home", str(home), *[x for o in overrides for x in ("--set", o)],
+           "serve", "--run", str(run), "--port", str(port)]
+    with open(log_file, "w") as server_log:
+        server = subprocess.Popen(cmd, stdout=server_log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.perf_counter() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the service exited; its output is in {log_file}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the service did not start within {timeout:.0f} s; see {log_file}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def _time_calls(engine: Any, calls: int) -> tuple[list[float], list[list[int]]]:
@@ -179,29 +214,9 @@ def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *
 
     inproc = _inprocess(engine, movies, text, calls, dtype, log)
     out.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "qamrec", "--home", str(home)] + [
-        x for o in [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
-                    f"serve.threads={threads}", "serve.query_cache=0"] for x in ("--set", o)] + [
-        "serve", "--run", str(run), "--port", str(port)]
-    log_file = out / "serve-bench.log"
-    with open(log_file, "w") as server_log:
-        server = subprocess.Popen(cmd, stdout=server_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.perf_counter() + 600
-        while time.perf_counter() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"the service exited; its output is in {log_file}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("the service did not start within 600 s")
+    settings = [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
+                f"serve.threads={threads}", "serve.query_cache=0"]
+    with served(run, home, settings, out / "serve-bench.log") as url:
         for q in QUERIES:  # warm every worker a little
             httpx.post(url + "/recommend", json={"query": q, "k": 10}, timeout=60)
         ctx = mp.get_context("spawn")
@@ -210,12 +225,6 @@ def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *
         proc.start()
         s_lat, errors, codes, wall = queue.get()
         proc.join()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     result = inproc | {
         "service_dtype": dtype, "service_torch_threads": threads or "default", "service_workers": workers,
         "service_clients": clients, "service_seconds": round(wall, 2), "service_requests": len(s_lat) + errors,

@@ -240,8 +240,8 @@ class Engine:
     def from_run(cls, run: Path, config: Config) -> Engine:
         """Load a run directory (and the catalog of the data home it was prepared in)."""
         from qamrec.data.prepare import load_table
-        from qamrec.features.pipeline import text_encoder
         from qamrec.features.onnx_text import OnnxTextEncoder
+        from qamrec.features.pipeline import text_encoder
         from qamrec.train.run import load_run
 
         model, graph, saved = load_run(run, config)

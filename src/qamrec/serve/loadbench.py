@@ -19,21 +19,17 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import random
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from qamrec.io import atomic_write_json, atomic_write_text
-from qamrec.serve.bench import QUERIES, percentile
+from qamrec.serve.bench import QUERIES, percentile, served
 
-__all__ = ["DEFAULT_LEVELS", "MIX", "run_load_benchmark", "load_table", "served"]
+__all__ = ["DEFAULT_LEVELS", "MIX", "run_load_benchmark", "load_table"]
 
 DEFAULT_LEVELS = (1, 8, 32, 64)
 #: the request mix: operation -> weight (a session is also replaced after SESSION_EVENTS of its own requests)
@@ -41,39 +37,6 @@ MIX = {"recommend": 0.35, "message": 0.35, "feedback": 0.2, "session": 0.1}
 SESSION_EVENTS = 8
 _NOTE = ("503 answers that carry Retry-After are the service's graceful overload answer: counted as rejected_503, "
          "not as errors; errors_5xx counts every other 500-599 answer. Latency percentiles are over 2xx answers.")
-
-
-@contextlib.contextmanager
-def served(run: Path, home: Path, overrides: list[str], log_file: Path, timeout: float = 600) -> Iterator[str]:
-    """``qamrec serve`` on a free loopback port in a subprocess, until the block ends; yields its URL."""
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "qamrec", "--home", str(home), *[x for o in overrides for x in ("--set", o)],
-           "serve", "--run", str(run), "--port", str(port)]
-    with open(log_file, "w") as server_log:
-        server = subprocess.Popen(cmd, stdout=server_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.perf_counter() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the service exited; its output is in {log_file}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"the service did not start within {timeout:.0f} s; see {log_file}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 class _Client:
