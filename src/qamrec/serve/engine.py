@@ -263,8 +263,9 @@ class Engine:
         embeddings; ``dtype`` how their score matrix is multiplied (see :class:`~qamrec.serve.index.ItemIndex`:
         ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly). A movie in the graph that
         is not a candidate keeps its graph representation; one outside it gets the encoder's output for an
-        isolated node (the per-type root terms only: no neighbour to attend to). Their bias is the candidates' median; they carry no words, so reasons
-        and refinements come from the graph's candidates. A later call replaces the earlier extension.
+        isolated node (the per-type root terms only: no neighbour to attend to). Their bias is the candidates'
+        median; they carry no words, so reasons and refinements come from the graph's candidates. A later call
+        replaces the earlier extension.
         With ``"int8"`` the query's text retrieval over the graph's movies is scored the same way.
         Returns the number of movies added.
         """
