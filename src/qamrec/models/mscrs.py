@@ -256,15 +256,11 @@ class MSCRS(Recommender):
 
     def fit(self, crs: CRSData, graph: Graph, on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
             **kwargs: Any) -> MSCRS:
-        from qamrec.models.qamrec import example_query
+        from qamrec.models.qamrec import training_data
         from qamrec.train.loop import fit_net
 
         self._setup(graph)
-        col = {e: j for j, e in enumerate(graph.meta["item_ids"])}
-        train = [e for e in crs.train if e.item in col]
-        train_q = self.featurize([example_query(e) for e in train])
-        dev_q = self.featurize([example_query(e) for e in crs.dev])
-        gold = torch.tensor([col[e.item] for e in train], dtype=torch.long)
+        train_q, gold, dev_q = training_data(self.featurize, crs, graph.meta["item_ids"])
         # fit_net only calls what MSCRSNet shares with QAMRecNet (forward, encode_nodes, node_table, items,
         # preference, score)
         net: Any = self.net

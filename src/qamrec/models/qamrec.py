@@ -20,7 +20,7 @@ from qamrec.models.net import QAMRecNet
 from qamrec.models.query import Query, QueryBatch, QueryFeaturizer, context_text, subset
 from qamrec.train.loop import TrainHistory, fit_net
 
-__all__ = ["QAMRec", "example_query"]
+__all__ = ["QAMRec", "example_query", "training_data"]
 
 TextFn = Callable[[list[str]], np.ndarray]
 
@@ -28,6 +28,16 @@ TextFn = Callable[[list[str]], np.ndarray]
 def example_query(e: CRSExample) -> Query:
     """The query of a CRS example: its context (most recent turns) and its context entities."""
     return Query(text=context_text(e.context), entities=tuple(e.entities))
+
+
+def training_data(featurize: Callable[[Sequence[Query]], QueryBatch], crs: CRSData,
+                  item_ids: Sequence[int]) -> tuple[QueryBatch, torch.Tensor, QueryBatch]:
+    """The training queries whose target is a candidate, their targets' columns in ``item_ids``, and the dev
+    queries, each featurized by ``featurize``."""
+    col = {e: j for j, e in enumerate(item_ids)}
+    train = [e for e in crs.train if e.item in col]
+    gold = torch.tensor([col[e.item] for e in train], dtype=torch.long)
+    return featurize([example_query(e) for e in train]), gold, featurize([example_query(e) for e in crs.dev])
 
 
 class QAMRec(Recommender):
@@ -55,13 +65,9 @@ class QAMRec(Recommender):
     def fit(self, crs: CRSData, graph: Graph, on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
             **kwargs: Any) -> QAMRec:
         self._setup(graph)
-        col = {e: j for j, e in enumerate(graph.meta["item_ids"])}
-        train = [e for e in crs.train if e.item in col]
-        train_q = self.featurize([example_query(e) for e in train])
-        dev_q = self.featurize([example_query(e) for e in crs.dev])
-        gold = torch.tensor([col[e.item] for e in train], dtype=torch.long)
+        train_q, gold, dev_q = training_data(self.featurize, crs, graph.meta["item_ids"])
         with torch.no_grad():  # start the item biases at log popularity among the training examples
-            counts = torch.bincount(gold, minlength=len(col)).float()
+            counts = torch.bincount(gold, minlength=len(graph.meta["item_ids"])).float()
             self.net.bias.copy_(torch.log1p(counts) - torch.log1p(counts).mean())  # type: ignore[union-attr]
         self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
                                self.train_cfg, self.seed, on_epoch)
