@@ -3,8 +3,11 @@ per test session into a temporary data home."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,9 +71,9 @@ def small_engine(small_run: Path, prepared_home: Path):
     return Engine.from_run(small_run, load_config(SMALL_RUN_SETTINGS, home=prepared_home))
 
 
-@pytest.fixture(scope="session")
-def live_server_url(small_engine, tmp_path_factory: pytest.TempPathFactory):
-    """The real service (uvicorn, in a thread) on the small model, at ``http://127.0.0.1:PORT``."""
+@contextlib.contextmanager
+def _serve_in_thread(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port, until the block ends; yields its URL."""
     import socket
     import threading
     import time
@@ -78,26 +81,39 @@ def live_server_url(small_engine, tmp_path_factory: pytest.TempPathFactory):
     import httpx
     import uvicorn
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the service did not start")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    """Serve an app for real: ``with serve_app(app) as url: ...`` (uvicorn in a thread, a free port)."""
+    return _serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def live_server_url(small_engine, tmp_path_factory: pytest.TempPathFactory):
+    """The real service (uvicorn, in a thread) on the small model, at ``http://127.0.0.1:PORT``."""
     from qamrec.serve.app import create_app
     from qamrec.serve.store import SQLiteStore
 
     store = SQLiteStore(tmp_path_factory.mktemp("sessions") / "sessions.sqlite3")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(small_engine, store), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError("the service did not start")
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
+    with _serve_in_thread(create_app(small_engine, store)) as url:
+        yield url

@@ -212,31 +212,8 @@ def test_chunked_body_over_the_limit_on_a_real_socket(live_server_url: str) -> N
 # ---------------------------------------------------------------- the overloaded service, for real
 
 
-@contextlib.contextmanager
-def _served(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.mark.slow
-def test_overloaded_service_answers_503_with_retry_after(small_engine, tmp_path: Path) -> None:
+def test_overloaded_service_answers_503_with_retry_after(small_engine, serve_app, tmp_path: Path) -> None:
     slow = copy.copy(small_engine)
     real = small_engine.recommend
 
@@ -246,7 +223,7 @@ def test_overloaded_service_answers_503_with_retry_after(small_engine, tmp_path:
 
     slow.recommend = recommend  # type: ignore[method-assign]
     settings = ServeConfig(max_inflight=1, max_queue=1, queue_timeout=30, retry_after=3)
-    with _served(create_app(slow, SQLiteStore(tmp_path / "o.sqlite3"), settings)) as url:
+    with serve_app(create_app(slow, SQLiteStore(tmp_path / "o.sqlite3"), settings)) as url:
         codes: list[tuple[int, str | None]] = []
         lock = threading.Lock()
 

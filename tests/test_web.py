@@ -177,35 +177,15 @@ def test_chat_recommend_feedback_and_refine(browser, live_server_url: str, tmp_p
         assert not errors, "JavaScript errors in the browser console:\n" + json.dumps(errors, indent=1)
 
 
-def test_page_behind_an_api_key(browser, small_engine, tmp_path: Path):
+def test_page_behind_an_api_key(browser, small_engine, serve_app, tmp_path: Path):
     """With serve.api_key set the page itself needs the key: opened once as /?api_key=KEY it keeps it in an
     HttpOnly same-site cookie, and everything after (API calls, posters) works without asking."""
-    import socket
-    import threading
-    import time
-
-    import httpx
-    import uvicorn
-
     from qamrec.config import ServeConfig
     from qamrec.serve.app import create_app
     from qamrec.serve.store import SQLiteStore
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(small_engine, SQLiteStore(tmp_path / "keyed.sqlite3"), ServeConfig(api_key="k3y-for-tests"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with serve_app(app) as url:
         driver = browser
         driver.get(url + "/")
         assert "API key" in driver.find_element(By.TAG_NAME, "body").text  # no key: the page says how
@@ -219,6 +199,3 @@ def test_page_behind_an_api_key(browser, small_engine, tmp_path: Path):
         _wait(driver, tmp_path, "the first recommendations", lambda d: _answered(d, 0))
         assert not _page_error(driver), f"the page shows an error: {_page_error(driver)!r}"
         assert len(_movie_ids(driver)) >= 5
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
