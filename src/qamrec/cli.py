@@ -467,7 +467,6 @@ def bench_serve(
 ) -> None:
     """Latency in-process and of the service under load, on the catalog plus every MovieLens-32M movie."""
     from qamrec.serve.bench import movielens_catalog, run_serve_benchmark
-
     from qamrec.serve.index import ITEM_DTYPES
 
     if dtype not in ITEM_DTYPES:
