@@ -60,3 +60,26 @@ def test_int8_without_rerank_is_approximate() -> None:
 def test_unknown_dtype() -> None:
     with pytest.raises(ValueError, match="int8"):
         ItemIndex(torch.zeros(3, 2), "float16")
+
+
+def test_low_rank_first_pass_keeps_the_exact_top() -> None:
+    g = torch.Generator().manual_seed(1)
+    # item rows close to a 24-dimensional subspace of 96 columns (as learned and text columns are)
+    m = (torch.randn(20000, 24, generator=g) @ torch.randn(24, 96, generator=g)
+         + 0.05 * torch.randn(20000, 96, generator=g)) * torch.rand(20000, 1, generator=g)
+    idx = ItemIndex(m, "int8", rerank=128, rank=32)
+    if idx.note:
+        pytest.skip(idx.note)
+    assert "rank 32" in repr(idx)
+    for v in torch.randn(8, 96, generator=g):
+        exact, s = m @ v, idx.scores(v)
+        top = torch.topk(s, 10).indices
+        assert torch.equal(top, torch.topk(exact, 10).indices)
+        assert torch.allclose(s[top], exact[top], rtol=1e-5, atol=1e-4)
+    # a rank below the data's own loses the top; the full width is the plain int8 pass
+    coarse = ItemIndex(m, "int8", rerank=10, rank=4)
+    v = torch.randn(96, generator=g)
+    assert set(torch.topk(coarse.scores(v), 10).indices.tolist()) != set(torch.topk(m @ v, 10).indices.tolist())
+    assert "rank" not in repr(ItemIndex(m, "int8", rank=96))
+    with pytest.raises(ValueError, match="rank"):
+        ItemIndex(m, "int8", rank=-1)

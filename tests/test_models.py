@@ -115,6 +115,18 @@ def test_pooling_weights_sum_to_one_and_permutation_invariant():
     assert torch.allclose(alpha_mean[:3], torch.full((3,), 1 / 3))
 
 
+def test_pooling_of_one_query_equals_the_batched_path():
+    torch.manual_seed(1)
+    pool = QueryAwarePooling(4).eval()
+    h, q = torch.randn(9, 4), torch.randn(2, 4)
+    batch = torch.tensor([0] * 5 + [1] * 4)
+    prior = torch.randn(9)
+    g_all, a_all = pool(h, q, batch, prior)
+    g_one, a_one = pool(h[5:], q[1:], torch.zeros(4, dtype=torch.long), prior[5:])  # the single-query path
+    assert g_one.shape == (1, 4)
+    assert torch.allclose(a_one, a_all[5:], atol=1e-6) and torch.allclose(g_one[0], g_all[1], atol=1e-6)
+
+
 def test_phrase_matcher_and_context_text():
     m = PhraseMatcher(["horror", "it", "romantic comedy", "love", "Tom Hanks"])
     assert m.match("Any ROMANTIC comedy with tom hanks? Or horror. I love it") == [2, 4, 0]

@@ -477,7 +477,7 @@ def bench_serve(
     log = (lambda m: err_console.print(m)) if as_json else (lambda m: console.print(m))
     r = run_serve_benchmark(engine, movies, text, out, run=_run_or_default(run), home=cfg().home,
                             overrides=_State.overrides, seconds=seconds, clients=clients, calls=calls, dtype=dtype,
-                            threads=threads, workers=workers, log=log)
+                            rank=cfg().serve.index_rank, threads=threads, workers=workers, log=log)
     if as_json:
         sys.stdout.write(json.dumps(r) + "\n")
     else:

@@ -168,6 +168,9 @@ class ServeConfig(BaseModel):
     item_dtype: str = Field(default="int8", pattern="^(float32|bfloat16|int8)$",
                             description="how the extended catalog is scored: exact float32 or bfloat16 "
                                         "products, or int8 with its best rows re-scored exactly")
+    index_rank: int = Field(default=160, ge=0, description="width of the int8 first pass over the extended "
+                                                           "catalog (its top singular directions; 0: all "
+                                                           "columns); the best rows are re-scored exactly")
     query_cache: int = Field(default=256, ge=0, description="recent query embeddings kept (feedback on a "
                                                             "conversation re-scores the same text; 0: none)")
     threads: int = Field(default=0, ge=0, description="torch threads per process while serving (0: torch's "

@@ -49,6 +49,9 @@ class QueryAwarePooling(nn.Module):
             logits = self.gate(torch.cat([h, qi, h * qi], dim=-1)).squeeze(-1)
         if weight is not None:
             logits = logits + weight
+        if size == 1:  # one query (serving): a plain softmax and product, without the scatter kernels
+            alpha = torch.softmax(logits, dim=0)
+            return (alpha @ h).unsqueeze(0), alpha
         alpha = softmax(logits, batch, num_nodes=size)
         g = scatter(alpha.unsqueeze(-1) * h, batch, dim=0, dim_size=size, reduce="sum")
         return g, alpha

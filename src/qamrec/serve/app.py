@@ -209,7 +209,7 @@ def load_engine(run: Path, config: Any) -> Engine:
         from qamrec.serve.bench import movielens_catalog
 
         movies, text = movielens_catalog(config, config.serve.catalog)
-        engine.extend_catalog(movies, text, config.serve.item_dtype)
+        engine.extend_catalog(movies, text, config.serve.item_dtype, config.serve.index_rank)
     if config.serve.threads:
         torch.set_num_threads(config.serve.threads)
     return engine

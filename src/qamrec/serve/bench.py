@@ -137,10 +137,17 @@ def _client(url: str, seconds: float, clients: int, queue: Any) -> None:
     queue.put((lat, errors[0], codes, time.perf_counter() - t0))
 
 
-def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: str, log: Any) -> dict[str, Any]:
-    """Latency of ``engine.recommend`` on the extended catalog as served (``dtype`` scoring, fast query
-    encoder), against the plain configuration in the same process (exact float32 product, the text model's
-    own ``encode``), with each item dtype's top-10 agreement with the exact float32 ranking."""
+def _scoring(dtype: str, rank: int) -> str:
+    """A label for how the catalog is scored: ``float32``, ``bfloat16``, ``int8`` or ``int8-r160``."""
+    return f"{dtype}-r{rank}" if dtype == "int8" and rank else dtype
+
+
+def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: str, log: Any,
+               rank: int = 0) -> dict[str, Any]:
+    """Latency of ``engine.recommend`` on the extended catalog as served (``dtype`` scoring with a first pass
+    of width ``rank``, fast query encoder), against the plain configuration in the same process (exact float32
+    product, the text model's own ``encode``), with each scoring's top-10 agreement with the exact float32
+    ranking."""
     engine.query_cache_size = 0  # every call encodes its query: the queries repeat, real ones mostly do not
     engine.query_cache.clear()
     encoder = getattr(engine.encode_query, "__self__", None)  # OnnxTextEncoder or TracedTextEncoder
@@ -150,9 +157,10 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
     base_lat, _ = _time_calls(engine, max(calls // 3, 10))  # the graph's candidates only
     lat: dict[str, list[float]] = {}
     tops: dict[str, list[list[int]]] = {}
-    for dt in dict.fromkeys(["float32", "bfloat16", "int8", dtype]):
-        engine.extend_catalog(movies, text, dt)
-        lat[dt], tops[dt] = _time_calls(engine, calls)
+    served = _scoring(dtype, rank)
+    for dt, r in dict.fromkeys([("float32", 0), ("bfloat16", 0), ("int8", 0), ("int8", rank), (dtype, rank)]):
+        engine.extend_catalog(movies, text, dt, r)
+        lat[_scoring(dt, r)], tops[_scoring(dt, r)] = _time_calls(engine, calls)
     agree = {dt: statistics.fmean(len(set(a) & set(b)) / max(len(a), 1) for a, b in zip(tops["float32"], t))
              for dt, t in tops.items()}
     enc: dict[str, list[float]] = {"served": [], "plain": []}
@@ -165,20 +173,20 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
     plain_lat = lat["float32"]
     if plain is not None:  # the plain configuration: the model's own encode and the exact float32 product
         engine.encode_query = plain
-        engine.extend_catalog(movies, text, "float32")
+        engine.extend_catalog(movies, text, "float32", 0)
         plain_lat, _ = _time_calls(engine, calls)
         engine.encode_query = served_encode
-    engine.extend_catalog(movies, text, dtype)
-    p50 = percentile(lat[dtype], 50)
-    log(f"in-process, {engine.catalog_size:,} movies: p50 {p50:.1f} ms ({dtype}, query encoder: {backend}) vs "
+    engine.extend_catalog(movies, text, dtype, rank)
+    p50 = percentile(lat[served], 50)
+    log(f"in-process, {engine.catalog_size:,} movies: p50 {p50:.1f} ms ({served}, query encoder: {backend}) vs "
         f"{percentile(plain_lat, 50):.1f} ms plain; "
         + ", ".join(f"{d} {percentile(v, 50):.1f} ms (top-10 agreement {agree[d]:.3f})" for d, v in lat.items())
         + f"; {percentile(base_lat, 50):.1f} ms on the {len(engine.cands):,} graph candidates alone")
     return {
         "catalog_size": engine.catalog_size, "candidates_in_graph": len(engine.cands), "inprocess_calls": calls,
-        "inprocess_dtype": dtype, "inprocess_encoder": backend, "torch_threads": torch_threads(),
-        "inprocess_p50_ms": round(p50, 2), "inprocess_p95_ms": round(percentile(lat[dtype], 95), 2),
-        "inprocess_p99_ms": round(percentile(lat[dtype], 99), 2),
+        "inprocess_dtype": served, "inprocess_encoder": backend, "torch_threads": torch_threads(),
+        "inprocess_p50_ms": round(p50, 2), "inprocess_p95_ms": round(percentile(lat[served], 95), 2),
+        "inprocess_p99_ms": round(percentile(lat[served], 99), 2),
         "plain_p50_ms": round(percentile(plain_lat, 50), 2), "plain_p99_ms": round(percentile(plain_lat, 99), 2),
         "speedup_p50": round(percentile(plain_lat, 50) / p50, 2),
         "by_dtype": {d: {"p50_ms": round(percentile(v, 50), 2), "p99_ms": round(percentile(v, 99), 2),
@@ -205,16 +213,17 @@ def torch_threads() -> int:
 
 def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *, run: Path, home: Path,
                         overrides: list[str], catalog: str = "movielens-32m", seconds: float = 20.0,
-                        clients: int = 8, calls: int = 300, dtype: str = "int8", threads: int = 0,
-                        workers: int = 2, log: Any = print) -> dict[str, Any]:
+                        clients: int = 8, calls: int = 300, dtype: str = "int8", rank: int = 160,
+                        threads: int = 0, workers: int = 2, log: Any = print) -> dict[str, Any]:
     """In-process p50/p99 of ``engine.recommend`` over ``calls`` queries with the catalog extended by ``movies``
     (see :func:`_inprocess`), then ``qamrec serve`` (``workers`` processes, ``dtype`` scoring, ``threads``
     torch threads each) under load from a client process."""
     import httpx
 
-    inproc = _inprocess(engine, movies, text, calls, dtype, log)
+    inproc = _inprocess(engine, movies, text, calls, dtype, log, rank)
     out.mkdir(parents=True, exist_ok=True)
     settings = [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
+                f"serve.index_rank={rank}",
                 f"serve.threads={threads}", "serve.query_cache=0"]
     with served(run, home, settings, out / "serve-bench.log") as url:
         for q in QUERIES:  # warm every worker a little
@@ -226,7 +235,7 @@ def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *
         s_lat, errors, codes, wall = queue.get()
         proc.join()
     result = inproc | {
-        "service_dtype": dtype, "service_torch_threads": threads or "default", "service_workers": workers,
+        "service_dtype": _scoring(dtype, rank), "service_torch_threads": threads or "default", "service_workers": workers,
         "service_clients": clients, "service_seconds": round(wall, 2), "service_requests": len(s_lat) + errors,
         "service_rps": round(len(s_lat) / wall, 2), "service_p50_ms": round(percentile(s_lat, 50), 2),
         "service_p95_ms": round(percentile(s_lat, 95), 2), "service_p99_ms": round(percentile(s_lat, 99), 2),

@@ -256,12 +256,13 @@ class Engine:
                    name=f"{saved.get('dataset', '?')}:{run.name}")
 
     @torch.no_grad()
-    def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: str = "int8") -> int:
+    def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: str = "int8", rank: int = 160) -> int:
         """Make movies outside the graph recommendable (e.g. a whole MovieLens-32M catalog).
 
         ``movies`` has movie_id, title, year, genres (and optionally poster_path); ``text`` [n, D] their text
         embeddings; ``dtype`` how their score matrix is multiplied (see :class:`~qamrec.serve.index.ItemIndex`:
-        ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly). A movie in the graph that
+        ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly; ``rank`` narrows its first
+        pass to the matrix's top singular directions, 0 keeps every column). A movie in the graph that
         is not a candidate keeps its graph representation; one outside it gets the encoder's output for an
         isolated node (the per-type root terms only: no neighbour to attend to). Their bias is the candidates'
         median; they carry no words, so reasons and refinements come from the graph's candidates. A later call
@@ -301,7 +302,7 @@ class Engine:
         if self._has_text:
             cols.append(torch.nn.functional.normalize(x, dim=1))
         # one row per movie: [v_j | b_j | x_j], scored by one product with [p | popularity | lambda q]
-        self.index = ItemIndex(torch.cat([self._candidate_rows(), torch.cat(cols, 1)]), dtype)
+        self.index = ItemIndex(torch.cat([self._candidate_rows(), torch.cat(cols, 1)]), dtype, rank=rank)
         self.extra_movies = np.asarray(ids, dtype=np.int64)
         self.all_movies = np.concatenate([self.cand_movie, self.extra_movies])
         self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
@@ -430,7 +431,7 @@ class Engine:
         banned = set(anchors)
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
-        s = self.index.scores(torch.cat(qv), rerank=max(64, 5 * k + len(banned)))  # exact where it is read
+        s = self.index.scores(torch.cat(qv), rerank=max(256, 5 * k + len(banned)))  # exact where it is read
         if qb.mentioned.numel():
             s[qb.mentioned] += net.mention_bonus
         z = (s - s.mean()) / s.std().clamp(min=1e-6)

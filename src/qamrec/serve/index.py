@@ -9,6 +9,14 @@ scores are exact for those rows and approximate for the rest, so the top of the 
 row's int8 error moves it from the true top into places beyond ``rerank`` (``bench serve`` reports the
 top-10 agreement with the exact product).
 
+With ``rank=r`` the int8 first pass runs in the best rank-``r`` subspace of the rows (a truncated SVD,
+Eckart-Young: ``M ≈ M W Wᵀ`` with ``W`` [d, r] the top right singular vectors, taken from the eigenvectors
+of the Gram matrix ``MᵀM``), i.e. ``s̃ = (M W)(Wᵀ q)``: ``d / r`` times fewer multiply-adds. Only the
+choice of rows to re-score changes: their scores are still the exact ``M q``. On the served ReDial catalog
+(88,394 x 449) and 400 held-out ReDial conversations, r=160 with 256 re-scored rows keeps every exact top-10
+row (with 128 rows, 99.8% of them); text embeddings alone are far less concentrated (12,174 x 384 at r=160
+keep 95%), so the engine's text retrieval stays at full width.
+
 The int8 path uses ``torch.ops.quantized`` (``reduce_range``: 7-bit activations, which keeps AVX2's 16-bit
 intermediate sums from saturating). Where that operator is missing the index falls back to the exact
 product and says so in :attr:`ItemIndex.note`.
@@ -37,6 +45,13 @@ def _pack_int8(matrix: torch.Tensor) -> Any:
         return torch.ops.quantized.linear_prepack(q, None)
 
 
+def _top_subspace(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+    """[d, rank]: the top right singular vectors of ``matrix`` [n, d] (eigenvectors of the Gram matrix)."""
+    gram = matrix.double().T @ matrix.double()
+    _, vecs = torch.linalg.eigh(gram)  # ascending eigenvalues
+    return vecs[:, -rank:].flip(1).float().contiguous()
+
+
 class ItemIndex:
     """Scores of every row of ``matrix`` for one query vector.
 
@@ -45,18 +60,27 @@ class ItemIndex:
         dtype: ``"float32"`` or ``"bfloat16"`` (exact products in that storage) or ``"int8"`` (approximate
             product, exact float32 for the ``rerank`` best rows).
         rerank: rows re-scored exactly after the int8 product.
+        rank: width of the int8 first pass (0, or at least the matrix's width: all of it; see above).
     """
 
-    def __init__(self, matrix: torch.Tensor, dtype: str = "int8", rerank: int = 256) -> None:
+    def __init__(self, matrix: torch.Tensor, dtype: str = "int8", rerank: int = 256, rank: int = 0) -> None:
         if dtype not in ITEM_DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(ITEM_DTYPES)}, got {dtype!r}")
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
         matrix = matrix.detach().float().contiguous()
         self.dtype, self.rerank, self.note = dtype, rerank, ""
         self._packed: Any = None
+        self._proj: torch.Tensor | None = None
         if dtype == "int8":
+            first = matrix
+            if 0 < rank < matrix.shape[1]:
+                self._proj = _top_subspace(matrix, rank)
+                first = (matrix @ self._proj).contiguous()
             try:
-                self._packed = _pack_int8(matrix)
+                self._packed = _pack_int8(first)
             except (RuntimeError, AttributeError, NotImplementedError) as e:  # no quantized CPU kernels here
+                self._proj = None
                 self.note = f"int8 unavailable ({type(e).__name__}: {e}); exact float32 product"
         self.matrix = matrix.to(torch.bfloat16) if dtype == "bfloat16" else matrix
 
@@ -64,7 +88,8 @@ class ItemIndex:
         return int(self.matrix.shape[0])
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} x {self.matrix.shape[1]}, {self.dtype})"
+        rank = f", rank {self._proj.shape[1]}" if self._proj is not None else ""
+        return f"{type(self).__name__}({len(self)} x {self.matrix.shape[1]}, {self.dtype}{rank})"
 
     def row(self, j: int) -> torch.Tensor:
         """Row ``j`` in float32."""
@@ -77,7 +102,8 @@ class ItemIndex:
         q = q.detach().float().reshape(-1)
         if self._packed is None:
             return (self.matrix @ q.to(self.matrix.dtype)).float()
-        s = torch.ops.quantized.linear_dynamic(q[None], self._packed, True)[0]
+        first = q if self._proj is None else q @ self._proj
+        s = torch.ops.quantized.linear_dynamic(first[None], self._packed, True)[0]
         top = torch.topk(s, min(self.rerank if rerank is None else rerank, len(s))).indices
         s[top] = self.matrix[top] @ q
         return s

@@ -55,6 +55,7 @@ class WordGraph:
         self.item, self.word = torch.from_numpy(pairs[:, 0].copy()), torch.from_numpy(pairs[:, 1].copy())
         self.df = torch.bincount(self.word, minlength=self.n_words).float()  # movies per word
         self.idf = torch.log((n_items + 1) / (self.df + 1))
+        self.idf_np = self.idf.numpy()
         deg_i = torch.bincount(self.item, minlength=n_items).float()
         self.norm = (deg_i[self.item].clamp(min=1) * self.df[self.word].clamp(min=1)).rsqrt()
         order = np.argsort(pairs[:, 0], kind="stable")
@@ -115,24 +116,24 @@ def suggest(graph: WordGraph, scores: np.ndarray, n: int = 3, top: int = 50, max
     s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
     k = min(top, graph.n_items)
     val, idx = s.topk(k)
-    w = torch.softmax(val - val.max(), dim=0)
-    # the words of the top items, and per word a bit mask of the top items that have it (bit b: the b-th best)
+    w = torch.softmax(val - val.max(), dim=0).numpy()
+    # the words of the top items, and per word a bit mask of the top items that have it (bit b: the b-th best);
+    # only words of the top items can be suggested, so nothing below runs over the whole vocabulary
     tops = [graph.words_of(i) for i in idx.tolist()]
     words = np.concatenate(tops) if tops else np.zeros(0, np.int64)
+    if not words.size:
+        return []
     pos = np.repeat(np.arange(k), [len(t) for t in tops])
-    mass_np = np.bincount(words, weights=w.numpy()[pos], minlength=graph.n_words).astype(np.float32)
-    among_top: dict[int, int] = {}
-    if words.size:
-        order_w = np.argsort(words, kind="stable")
-        uniq, first = np.unique(words[order_w], return_index=True)
-        bits = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pos[order_w].astype(np.uint64)), first)
-        among_top = dict(zip(uniq.tolist(), bits.tolist()))
-    mass = torch.from_numpy(mass_np)
-    gain = mass * graph.idf * (mass < 0.95).float()  # a word every top movie has splits nothing
-    for wd in exclude_words:
-        gain[wd] = 0
-    pos_w = torch.nonzero(gain > 0).squeeze(1)
-    order = pos_w[torch.argsort(gain[pos_w], descending=True)][:256].tolist()
+    order_w = np.argsort(words, kind="stable")
+    uniq, first = np.unique(words[order_w], return_index=True)
+    mass = np.add.reduceat(w[pos[order_w]].astype(np.float64), first).astype(np.float32)
+    bits = np.bitwise_or.reduceat(np.left_shift(np.uint64(1), pos[order_w].astype(np.uint64)), first)
+    among_top = dict(zip(uniq.tolist(), bits.tolist()))
+    gain = mass * graph.idf_np[uniq] * (mass < 0.95)  # a word every top movie has splits nothing
+    if exclude_words:
+        gain[np.isin(uniq, np.fromiter(exclude_words, np.int64, len(exclude_words)))] = 0
+    best = np.argsort(-gain, kind="stable")
+    order = uniq[best[gain[best] > 0]][:256].tolist()
     out: list[Refinement] = []
     seen: set[frozenset[int]] = set()
     for seed in order:
