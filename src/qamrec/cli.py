@@ -534,13 +534,19 @@ def _engine(run: Path | None):
 
 
 def _print_recommendations(engine, result, title: str) -> None:
-    t = Table("#", "title (year)", "genres", "score", "why", title=title, title_justify="left")
+    gated = getattr(result, "modality_weights", None) is not None  # the model has a modality gate
+    t = Table("#", "title (year)", "genres", "score", "why", *(["modality"] if gated else []), title=title,
+              title_justify="left")
     for i, m in enumerate(result.movies, 1):
+        top = max((m.get("modality_weights") or {}).items(), key=lambda x: x[1], default=None)
         t.add_row(str(i), f"{m['title']} ({m['year']})" if m["year"] else m["title"], ", ".join(m["genres"][:3]),
-                  f"{m['score']:.2f}", m["reason"])
+                  f"{m['score']:.2f}", m["reason"], *([f"{top[0]} {top[1]:.2f}" if top else "-"] if gated else []))
     console.print(t)
     att = ", ".join(f"{a['label']} {a['weight']:.2f}" for a in result.attended[:6])
     console.print(f"[dim]attended to: {att}[/]", highlight=False)
+    if getattr(result, "modality_weights", None):
+        mods = ", ".join(f"{n} {w:.2f}" for n, w in sorted(result.modality_weights.items(), key=lambda x: -x[1]))
+        console.print(f"[dim]modalities (mean gate weight over these movies): {mods}[/]", highlight=False)
     if result.suggestions:
         console.print("[dim]refine with: " + " | ".join(s.label for s in result.suggestions) + "[/]", highlight=False)
 
@@ -567,7 +573,9 @@ def recommend(
     if as_json:
         sys.stdout.write(json.dumps({"query": result.query, "resolved": resolved, "movies": result.movies,
                                      "attended": result.attended[:25],
-                                     "suggestions": [list(s.labels) for s in result.suggestions]}) + "\n")
+                                     "suggestions": [list(s.labels) for s in result.suggestions]}
+                                    | ({"modality_weights": result.modality_weights}
+                                       if result.modality_weights is not None else {})) + "\n")
         return
     for t, m in resolved.items():
         console.print(f"[dim]{t!r} -> {engine.label(m)} (id {m})[/]", highlight=False)

@@ -96,6 +96,10 @@ class ModelConfig(BaseModel):
     text_features: bool = True
     poster_features: bool = True
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
+    modality_gate: bool = Field(default=False, description="MSMRec-style query-conditioned mixture of the movies' "
+                                                           "modalities (plot, cast, crew, genres, tags, poster) in "
+                                                           "the scorer; the graph then carries per-modality "
+                                                           "embeddings")
     mscrs: MSCRSConfig = Field(default_factory=MSCRSConfig, description="the MSCRS baseline (--model mscrs)")
 
 

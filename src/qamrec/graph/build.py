@@ -11,6 +11,11 @@ semantic graphs of MSCRS (Wei et al., SIGIR 2025): ``comentioned`` (in at least 
 dialogues), ``text_knn`` and ``poster_knn`` (top-k cosine neighbours).
 
 Only training dialogues enter the graph: held-out and dev dialogues give neither nodes nor co-mentions.
+
+With ``model.modality_gate`` movies also carry one embedding per semantic modality (MSMRec, Yu et al.):
+``x_mod_<name>`` for each of :data:`MOVIE_MODALITIES` (plot, cast, crew, genres, tags; float16, zeros where
+absent) and ``mod_mask`` [N, K], from the same catalog rows, DBpedia people and MovieLens tags as the rest of the
+graph (:func:`modality_texts`); ``meta["modalities"]`` names them.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from qamrec.data.crs import CRSData
 from qamrec.data.prepare import load_table, step_outputs
 from qamrec.graph.store import Graph
 
-__all__ = ["build_graph", "build_or_load", "graph_key", "movie_text", "knn_edges"]
+__all__ = ["build_graph", "build_or_load", "graph_key", "movie_text", "knn_edges", "MOVIE_MODALITIES",
+           "modality_texts", "MODALITY_KG_RELATIONS"]
 
 _log = logging.getLogger(__name__)
 #: bump when the graph a configuration gives changes, so stale built graphs are not reused
@@ -54,6 +60,67 @@ def movie_text(row: dict) -> str:
     if row.get("plot"):
         parts.append(str(row["plot"]))
     return " ".join(parts)
+
+
+#: the text modalities of a movie (``movie.x_mod_<name>``), in the order of ``movie.mod_mask``'s columns; the
+#: poster (``x_poster`` / ``has_poster``) is the last modality of the gate where the graph has posters
+MOVIE_MODALITIES: tuple[str, ...] = ("plot", "cast", "crew", "genres", "tags")
+#: KG relations whose entity labels join a movie's cast / crew texts
+MODALITY_KG_RELATIONS: tuple[str, ...] = ("starring", "director", "writer")
+
+
+def _names(*groups: list[str], limit: int) -> list[str]:
+    """The distinct (case-insensitive) non-empty names of ``groups``, in order, at most ``limit``."""
+    out: dict[str, str] = {}
+    for g in groups:
+        for x in g or []:
+            x = str(x).strip()
+            if x and x.lower() not in out:
+                out[x.lower()] = x
+    return list(out.values())[:limit]
+
+
+def modality_texts(row: dict, people: dict[str, list[str]] | None = None, tags: list[str] | None = None,
+                   ) -> dict[str, str | None]:
+    """The text of each of a movie's :data:`MOVIE_MODALITIES` (None where the movie has nothing for it).
+
+    The sources are the ones :func:`movie_text` joins into one text, taken apart: ``row`` is the movie's catalog
+    row (plot, cast, director, genres); ``people`` the labels of its DBpedia ``starring`` / ``director`` /
+    ``writer`` entities (:data:`MODALITY_KG_RELATIONS`); ``tags`` its MovieLens user tags. The title is left out
+    of every modality, so each embedding carries that modality only (MSMRec, Yu et al.).
+    """
+    people = people or {}
+    plot = str(row.get("plot") or "").strip()
+    cast = _names(row.get("cast") or [], people.get("starring", []), limit=8)
+    directors = _names(row.get("director") or [], people.get("director", []), limit=3)
+    writers = _names(people.get("writer", []), limit=4)
+    crew = " ".join(([f"Directed by {', '.join(directors)}."] if directors else [])
+                    + ([f"Written by {', '.join(writers)}."] if writers else []))
+    genres = [x for x in (row.get("genres") or []) if x and x.strip() and not x.startswith("(")]
+    tag_list = _names(sorted(tags or []), limit=25)
+    return {"plot": plot or None, "cast": f"Starring {', '.join(cast)}." if cast else None, "crew": crew or None,
+            "genres": f"Genres: {', '.join(genres)}." if genres else None,
+            "tags": f"Tagged: {', '.join(tag_list)}." if tag_list else None}
+
+
+def _add_modalities(data: HeteroData, rows: list[dict], people: dict[int, dict[str, list[str]]],
+                    tags: dict[int, list[str]], encode_text: Encode, log: Callable[[str], None]) -> None:
+    """``movie.x_mod_<name>`` [N, D] (float16; zeros where absent) per :data:`MOVIE_MODALITIES` and
+    ``movie.mod_mask`` [N, K] (bool, the movie has that modality), each text through the cached encoder."""
+    texts = [modality_texts(r, people.get(i), tags.get(i)) for i, r in enumerate(rows)]
+    masks = []
+    for name in MOVIE_MODALITIES:
+        col = [t[name] for t in texts]
+        present = torch.tensor([x is not None for x in col], dtype=torch.bool)
+        log(f"encoding {int(present.sum()):,} movie {name} texts")
+        vec = torch.from_numpy(np.asarray(encode_text([x for x in col if x is not None]), dtype=np.float32))
+        dim = vec.shape[1] if vec.ndim == 2 and vec.shape[0] else int(getattr(encode_text, "dim", 1))
+        table = torch.zeros(len(rows), dim)
+        if vec.ndim == 2 and vec.shape[0]:
+            table[present] = vec
+        data["movie"][f"x_mod_{name}"] = table.half()
+        masks.append(present)
+    data["movie"].mod_mask = torch.stack(masks, dim=1)
 
 
 def knn_edges(x: torch.Tensor, k: int, mask: torch.Tensor | None = None, chunk: int = 2048) -> torch.Tensor:
@@ -183,6 +250,7 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
 
     # tags
     tags: list[str] = []
+    movie_tags: dict[int, list[str]] = {}  # movie node -> its tags (the tags modality)
     if g.tags and (m := step_outputs(config.prepared_dir, "movielens-small")) and "tags" in m["tables"]:
         t = (load_table(config.prepared_dir, "movielens-small", "tags")
              .select(pl.col("movielens_id").cast(pl.Int64).alias("movie_id"),
@@ -195,10 +263,13 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
             data["tag"].num_nodes = len(tags)
             data["movie", "has_tag", "tag"].edge_index = _edge(
                 sorted({(mix[a], tix[b]) for a, b in t.iter_rows()}))
+            for a, b in t.iter_rows():
+                movie_tags.setdefault(mix[a], []).append(b)
 
     # knowledge graph
     entity_ids: list[int] = []
     entity_labels: list[str] = []
+    movie_people: dict[int, dict[str, list[str]]] = {}  # movie node -> KG relation -> entity labels (modalities)
     if g.kg:
         ents = crs.entities.filter(~pl.col("entity_id").is_in(list(crs.entity_movie)))
         entity_ids = ents["entity_id"].to_list()
@@ -223,6 +294,12 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
                 by_type.setdefault(("entity", "kg_related", "entity"), set()).add((eix[h], eix[t]))
         for et, pairs_ in sorted(by_type.items()):
             data[et].edge_index = _edge(sorted(pairs_))
+        for rel in MODALITY_KG_RELATIONS:
+            for m_node, e in sorted(by_type.get(("movie", f"kg_{rel}", "entity"), ())):
+                movie_people.setdefault(m_node, {}).setdefault(rel, []).append(_clean_label(entity_labels[e]))
+
+    if config.model.modality_gate:  # the per-modality embeddings of MSMRec's gate (QAMRecNet's modality gate)
+        _add_modalities(data, rows, movie_people, movie_tags, encode_text, log)
 
     # movie-movie semantic kNN graphs (MSCRS)
     if g.text_knn:
@@ -242,19 +319,24 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
         "candidates": [mix[m] for m in candidates_movie], "heldout": crs.heldout, "test_sha256": crs.test_sha256,
         "config": config.graph.model_dump() | {"text_model": config.features.text_model},
     }
+    if config.model.modality_gate:
+        meta["modalities"] = list(MOVIE_MODALITIES)
     return Graph(data, meta)
 
 
 def graph_key(name: str, config: Config) -> str:
-    """What a built graph depends on: dataset, graph and feature settings, the seed (splits) and the prepared
-    catalog and KG steps (their manifest keys)."""
+    """What a built graph depends on: dataset, graph and feature settings, the seed (splits), the prepared
+    catalog and KG steps (their manifest keys) and, only when on, ``model.modality_gate`` (the graph then
+    carries per-modality movie embeddings; graphs without them keep their keys)."""
     import hashlib
     import json
 
-    parts = {"version": BUILD_VERSION, "dataset": name, "graph": config.graph.model_dump(), "text_model": config.features.text_model,
-             "posters": config.features.posters, "seed": config.seed, "dev": config.train.dev_fraction,
+    parts = {"version": BUILD_VERSION, "dataset": name, "graph": config.graph.model_dump(),
+             "text_model": config.features.text_model, "posters": config.features.posters, "seed": config.seed, "dev": config.train.dev_fraction,
              "steps": {s: (step_outputs(config.prepared_dir, s) or {}).get("key")
                        for s in ("catalog", name, *config.graph.ratings)}}
+    if config.model.modality_gate:
+        parts["modalities"] = list(MOVIE_MODALITIES)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

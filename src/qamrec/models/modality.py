@@ -83,6 +83,23 @@ class ModalityGate(nn.Module):
         alpha = self._weights(torch.einsum("bd,bckd->bck", query, modal), mask)
         return item + (alpha.unsqueeze(-1) * modal).sum(-2), alpha
 
+    def terms(self, query: Tensor, modal: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The mixture's part of the scores, :math:`\\sum_k \\alpha_{u,i,k} \\langle u, e_{i,k} \\rangle`, and
+        :math:`\\alpha`, for items laid out item-major (what a server keeps for its candidates).
+
+        Args:
+            query: ``[B, d]``.
+            modal: ``[N, K, d]`` modality embeddings (:meth:`project`, transposed to item-major).
+            mask: ``[N, K]`` bool, the modality exists for the item (default: all).
+
+        Returns:
+            ``(terms [B, N], α [B, N, K])``; an item with no modality gets term 0 and weights 0.
+        """
+        n, k, d = modal.shape
+        logits = (modal.reshape(n * k, d) @ query.T).T.reshape(-1, n, k)  # [B, N, K]: <u, e_{i,k}>
+        alpha = self._weights(logits, None if mask is None else mask.unsqueeze(0))
+        return (alpha * logits).sum(-1), alpha
+
     def score(self, query: Tensor, item: Tensor, modal: Tensor, mask: Tensor | None = None,
               ) -> tuple[Tensor, Tensor]:
         """Scores of a whole catalogue, :math:`\\langle u, \\hat e_{u,i} \\rangle`.

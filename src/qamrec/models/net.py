@@ -6,8 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from qamrec.config import ModelConfig
+from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.gat import GATEncoder
+from qamrec.models.modality import ModalityGate
 from qamrec.models.pooling import QueryAwarePooling
 from qamrec.models.query import POOLED_TYPES, QueryBatch
 
@@ -37,6 +39,16 @@ class QAMRecNet(nn.Module):
        frozen text similarity, off without text features) lets training start from text retrieval, and
        :math:`\beta` is added for candidates the query itself mentions (recommenders often come back to a
        movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers).
+    6. With ``model.modality_gate``, the MSMRec-style mixture of semantic modalities (Yu et al.) inside the
+       scorer (:class:`~qamrec.models.modality.ModalityGate`, conditioned on the query's preference
+       :math:`\mathbf{p}`): each candidate's frozen modality embeddings (plot, cast, crew, genres, tags: the
+       graph's ``x_mod_<name>``; the poster) are projected, :math:`\mathbf{e}_{j,k} = \mathbf{W}_k
+       \mathbf{x}_{m(j),k}`, weighed by :math:`\alpha_{q,j,k} = \operatorname{softmax}_k \langle \mathbf{p},
+       \mathbf{e}_{j,k} \rangle` over the modalities the movie has, and the score uses :math:`\hat{\mathbf{v}}_j
+       = \mathbf{v}_j + \sum_k \alpha_{q,j,k} \mathbf{e}_{j,k}` in place of :math:`\mathbf{v}_j`:
+       :math:`s_j \mathrel{+}= \sum_k \alpha_{q,j,k} \langle \mathbf{p}, \mathbf{e}_{j,k} \rangle`.
+       :math:`\alpha` says which modality a recommendation rests on (:meth:`score_with_weights`). The
+       projections start at zero, so training starts from the scorer without the gate.
     """
 
     def __init__(self, graph: Graph, cfg: ModelConfig, text_dim: int) -> None:
@@ -87,6 +99,35 @@ class QAMRecNet(nn.Module):
             self.text_weight = nn.Parameter(torch.tensor(10.0))
         self.mention_bonus = nn.Parameter(torch.tensor(1.0))
         self.dropout = nn.Dropout(cfg.dropout)
+        #: the modality gate (created last, so the other parameters' initialisation does not depend on it)
+        self.gate: ModalityGate | None = self._make_gate(graph) if cfg.modality_gate else None
+
+    def _make_gate(self, graph: Graph) -> ModalityGate:
+        """The gate over the candidates' modalities; buffers ``mod_x_<k>`` [C, D_k] and ``mod_mask`` [C, K]."""
+        movie = graph.data["movie"]
+        names = list(graph.meta.get("modalities") or [])
+        if not names or "mod_mask" not in movie or any(f"x_mod_{n}" not in movie for n in names):
+            raise QamrecError("model.modality_gate needs a graph with per-modality movie embeddings: build it "
+                              "with --set model.modality_gate=true")
+        cands = self.candidates
+        feats = [movie[f"x_mod_{n}"].float()[cands] for n in names]
+        masks = [movie.mod_mask.bool()[cands]]
+        if self.use_poster:
+            names.append("poster")
+            feats.append(self.movie_poster[cands] * self.has_poster[cands])
+            masks.append(self.has_poster[cands].bool())
+        for k, f in enumerate(feats):
+            self.register_buffer(f"mod_x_{k}", f, persistent=False)
+        self.register_buffer("mod_mask", torch.cat(masks, dim=1), persistent=False)
+        gate = ModalityGate([f.shape[1] for f in feats], self.cfg.hidden, dropout=self.cfg.dropout, names=names)
+        for proj in gate.proj:  # e_{j,k} = 0 at the start: the scorer starts as the one without the gate
+            nn.init.zeros_(proj.weight)
+        return gate
+
+    def modal_table(self) -> Tensor:
+        r"""``[K, n_candidates, hidden]`` projected modality embeddings :math:`\mathbf{e}_{j,k}` (gate on only)."""
+        assert self.gate is not None, "model.modality_gate is off"
+        return self.gate.project([getattr(self, f"mod_x_{k}") for k in range(self.gate.n_modalities)])
 
     # ----------------------------------------------------------------- graph side
     def node_inputs(self) -> dict[str, Tensor]:
@@ -133,14 +174,24 @@ class QAMRecNet(nn.Module):
 
     def score(self, p: Tensor, items: Tensor, qb: QueryBatch) -> Tensor:
         """Scores [B, n_candidates] of preference vectors ``p`` against candidate representations ``items``."""
-        s = p @ items.T + self.bias
+        return self.score_with_weights(p, items, qb)[0]
+
+    def score_with_weights(self, p: Tensor, items: Tensor, qb: QueryBatch) -> tuple[Tensor, Tensor | None]:
+        r"""Scores [B, n_candidates] and the modality gate's weights :math:`\alpha` [B, n_candidates, K] (None
+        with the gate off; 0 for a modality a movie lacks, summing to 1 over the ones it has)."""
+        alpha = None
+        if self.gate is None:
+            s = p @ items.T + self.bias
+        else:
+            s, alpha = self.gate.score(p, items, self.modal_table(), self.mod_mask)
+            s = s + self.bias
         if self.cfg.text_features:
             s = s + self.text_weight * (nn.functional.normalize(qb.text, dim=1) @ self.cand_text.T)
         if qb.mentioned.numel():
             bonus = torch.zeros_like(s)
             bonus[qb.mentioned_batch, qb.mentioned] = 1.0
             s = s + self.mention_bonus * bonus
-        return s
+        return s, alpha
 
     def forward(self, qb: QueryBatch) -> Tensor:
         """Scores [B, n_candidates] (one full pass over the graph)."""

@@ -64,6 +64,7 @@ def _recommendations(engine: Engine, result: Result, resolved: dict[str, int] | 
     ids = suggestion_ids or list(range(len(result.suggestions)))
     return Recommendations(
         query=result.query, movies=movies, attended=result.attended[:25], resolved=resolved or {}, round=round_,
+        modality_weights=result.modality_weights,
         suggestions=[{"id": i, "words": list(s.labels), "label": s.label} for i, s in zip(ids, result.suggestions)],
     )
 

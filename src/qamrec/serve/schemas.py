@@ -65,6 +65,10 @@ class Movie(BaseModel):
     score: float
     reasons: list[Reason]
     reason: str = Field(description="the reasons as one short sentence")
+    modality_weights: dict[str, float] | None = Field(
+        default=None, description="the model's modality gate (model.modality_gate): how much each of this movie's "
+                                  "modalities (plot, cast, crew, genres, tags, poster) weighed in its score (they "
+                                  "sum to 1 over the ones it has); null without the gate")
 
 
 class Attended(BaseModel):
@@ -90,6 +94,9 @@ class Recommendations(BaseModel):
     suggestions: list[Suggestion] = []
     resolved: dict[str, int] = Field(default={}, description="titles given -> the catalog id they resolved to")
     round: int = 0
+    modality_weights: dict[str, float] | None = Field(
+        default=None, description="which modality mattered for this query: the mean modality-gate weight over the "
+                                  "recommended movies; null when the model has no modality gate")
 
 
 class SessionCreated(BaseModel):

@@ -19,6 +19,8 @@
     suggestions: document.getElementById("suggestions"),
     attended: document.getElementById("attended"),
     attendedEmpty: document.getElementById("attended-empty"),
+    modalities: document.getElementById("modalities"),
+    modalitiesWrap: document.getElementById("modalities-wrap"),
     newConversation: document.getElementById("new-conversation"),
   };
 
@@ -357,6 +359,34 @@
       bar.setAttribute("aria-label", "attention on " + a.label);
       li.appendChild(bar);
       els.attended.appendChild(li);
+    });
+    renderModalities(recs);
+  }
+
+  // the modality gate's mean weight per modality over the shown movies (absent without model.modality_gate)
+  function renderModalities(recs) {
+    if (!els.modalities) return;
+    els.modalities.textContent = "";
+    var w = (recs && recs.modality_weights) || null;
+    var names = w ? Object.keys(w).sort(function (a, b) { return w[b] - w[a]; }) : [];
+    els.modalitiesWrap.hidden = names.length === 0;
+    names.forEach(function (name) {
+      var li = el("li", "att att-modality");
+      var head = el("div", "att-head");
+      head.appendChild(el("span", "att-label", name));
+      head.appendChild(el("span", "att-weight", (w[name] * 100).toFixed(0) + "%"));
+      li.appendChild(head);
+      var bar = el("div", "att-bar");
+      var fill = el("div", "att-fill");
+      fill.style.width = Math.max(2, w[name] * 100) + "%";
+      bar.appendChild(fill);
+      bar.setAttribute("role", "meter");
+      bar.setAttribute("aria-valuemin", "0");
+      bar.setAttribute("aria-valuemax", "1");
+      bar.setAttribute("aria-valuenow", String(w[name]));
+      bar.setAttribute("aria-label", "weight of the " + name + " modality");
+      li.appendChild(bar);
+      els.modalities.appendChild(li);
     });
   }
 
