@@ -210,6 +210,40 @@ def graph_build(
         _print_sizes(sizes, f"{dataset} graph in {folder} ({time.perf_counter() - t0:.1f} s)")
 
 
+@graph_app.command("scale")
+def graph_scale(
+    source: Annotated[str, typer.Option(help="synth (raw/movielens/ml-32m-synth of the data home) or a folder "
+                                             "with MovieLens ratings.csv, movies.csv and tags.csv")] = "synth",
+    scale: Annotated[Optional[float], typer.Option(min=1e-6, max=1.0, help="synth: (re)generate the synthetic "
+                                                   "data at this fraction of ML-32M first if it differs")] = None,
+    features: Annotated[bool, typer.Option(help="movie text embeddings (cached); --no-features: structure only")]
+    = True,
+    out: Annotated[Optional[Path], typer.Option(help="output folder (default: graphs/scale-<source> of the home)")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the build statistics as JSON")] = False,
+) -> None:
+    """Build the MovieLens-32M-sized CSR graph (one CSC per relation, memory-mapped) and report time and memory."""
+    from qamrec.graph.scale_build import build_scale_graph, scale_sources
+
+    c = cfg()
+    ratings, tags, movies, name = scale_sources(c, source, scale)
+    folder = out or c.graph_dir / f"scale-{name}"
+    encode = False
+    if features:
+        from qamrec.features.pipeline import text_function
+
+        encode = text_function(c, progress=not as_json)
+    with console.status("building the scale graph") as status:
+        stats = build_scale_graph(ratings, tags, movies, folder, features=encode,
+                                  progress=lambda m: status.update(m))
+    if as_json:
+        sys.stdout.write(json.dumps(stats) + "\n")
+    else:
+        _print_sizes(stats, f"{name} CSR graph in {folder}")
+        console.print(f"{stats['val']:,} held-out ratings; built in {stats['build_s']:.1f} s, "
+                      f"peak RSS {stats['peak_rss_gb']:.2f} GB")
+
+
 def _make_model(name: str):
     from qamrec.features.pipeline import text_function
     from qamrec.models import MODELS, QAMRec
@@ -250,9 +284,36 @@ def _train(dataset: str, out: Path, model: str, overwrite: bool, c: Config, quie
                          log=lambda m: bar.update(task, info=m), overwrite=overwrite, resume=resume)
 
 
+def _train_scale(dataset: str, out: Path, model: str, overwrite: bool, resume: bool) -> None:
+    """Sampled mini-batch training of LinkGAT on a MovieLens-format dataset (one process or under torchrun)."""
+    from qamrec.train.scale import train_scale
+
+    if model not in ("qamrec", "linkgat"):
+        raise QamrecError(f"--model {model}: a MovieLens dataset trains the linkgat model (sampled mini-batches)")
+
+    def on_epoch(r: dict) -> None:
+        info = "".join(f"  {k} {r[k]:.4f}" for k in ("loss", "dev_recall@10", "dev_ndcg@10") if k in r)
+        err_console.print(f"epoch {r['epoch']:>3}{info}  ({r['train_s']:.1f} s, {r['s_per_1000_batches']:.1f} s/1000 "
+                          f"batches)", highlight=False)
+
+    m, dist = train_scale(dataset, cfg(), out, on_epoch=on_epoch, overwrite=overwrite, resume=resume,
+                          log=lambda msg: err_console.print(msg, highlight=False))
+    if dist.main:
+        if m.get("resumed_from_epoch"):
+            console.print(f"resumed from the checkpoint of epoch {m['resumed_from_epoch']} in {out / 'checkpoint'}")
+        val, pop = m.get("val") or {}, m.get("val_popularity") or {}
+        console.print(f"linkgat on {dataset}: {m['n_ratings']:,} training ratings, {m['world_size']} process(es), "
+                      f"best epoch {m['best_epoch']}; validation ({val.get('n_users', 0):,} users, whole catalog): "
+                      f"recall@10 {val.get('recall@10', float('nan')):.4f}, ndcg@10 {val.get('ndcg@10', float('nan')):.4f} "
+                      f"(popularity: {pop.get('recall@10', float('nan')):.4f} / {pop.get('ndcg@10', float('nan')):.4f})")
+        console.print(f"run directory: {out}")
+
+
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="redial or inspired")],
+    dataset: Annotated[str, typer.Option(help="redial or inspired; or a MovieLens dataset (movielens-32m-synth, "
+                                              "movielens-32m, ...) or folder of its CSV files: sampled training "
+                                              "of linkgat, also under torchrun")],
     out: Annotated[Path, typer.Option(help="run directory to write")],
     model: Annotated[str, typer.Option(help="qamrec, or a baseline: mscrs, popularity, text_similarity, cooccurrence")] = "qamrec",
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
@@ -260,6 +321,10 @@ def train(
                                               "with the same settings (--no-resume: start over)")] = True,
 ) -> None:
     """Train a model (graph built or reused first) and write a run directory."""
+    from qamrec.train.scale import is_scale_dataset
+
+    if is_scale_dataset(dataset):
+        return _train_scale(dataset, out, model, overwrite, resume)
     m = _train(dataset, out, model, overwrite, cfg(), resume=resume)
     if m.get("resumed_from_epoch"):
         console.print(f"resumed from the checkpoint of epoch {m['resumed_from_epoch']} in {out / 'checkpoint'}")
@@ -512,6 +577,36 @@ def bench_load(
     else:
         sys.stdout.write((out / "load.md").read_text())
         console.print(f"wrote {out / 'load.md'}, .json and .png", soft_wrap=True)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    scale: Annotated[str, typer.Option(help="fractions of MovieLens-32M, comma-separated")] = "0.01,0.1,1.0",
+    out: Annotated[Optional[Path], typer.Option(help="folder for scale.json, .md, .png (default <home>/bench)")] = None,
+    batches: Annotated[int, typer.Option(min=1, help="training batches timed per scale")] = 200,
+    queries: Annotated[int, typer.Option(min=1, help="users whose embeddings query the item index")] = 1000,
+    features: Annotated[bool, typer.Option(help="movie text embeddings in the graph and model")] = False,
+    threads: Annotated[int, typer.Option(min=0, help="torch / FAISS threads (0: their default)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic data")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per scale, as a list")] = False,
+) -> None:
+    """Graph build time and peak RSS, s per 1,000 training batches, catalog embedding and index recall per scale."""
+    from qamrec.eval.scale_bench import run_scale_benchmark
+
+    try:
+        scales = [float(x) for x in scale.split(",") if x.strip()]
+    except ValueError:
+        raise QamrecError(f"--scale {scale!r}: give fractions like 0.01,0.1,1.0") from None
+    where = err_console if as_json else console
+    folder = out or cfg().home / "bench"
+    rows = run_scale_benchmark(cfg(), scales, folder, batches=batches, features=features, queries=queries,
+                               threads=threads, seed=seed,
+                               log=lambda m: where.print(m, soft_wrap=True, highlight=False))
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+    else:
+        sys.stdout.write((folder / "scale.md").read_text())
+        console.print(f"wrote {folder / 'scale.md'}, .json and .png", soft_wrap=True)
 
 
 def _run_or_default(run: Path | None) -> Path:

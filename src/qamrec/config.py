@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from qamrec.errors import QamrecError
 
 __all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "MSCRSConfig",
-           "ModelConfig", "TrainConfig", "RefineConfig", "ServeConfig",
+           "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
            "Config", "load_config"]
 
 
@@ -120,6 +120,35 @@ class TrainConfig(BaseModel):
                                                             "(datasets given as raw turns)")
 
 
+class SampledConfig(BaseModel):
+    """Mini-batch link-prediction training on a large user-movie graph (``qamrec train --dataset movielens-*``,
+    :mod:`qamrec.train.sampled`): neighbour sampling, negatives, the model's size, validation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fanouts: list[int] = Field(default=[10, 5], min_length=1,
+                               description="neighbours sampled per relation and hop (one GAT layer per hop)")
+    batch_size: int = Field(default=1024, ge=1, description="seed (user, movie) edges per step over all ranks "
+                                                            "(each of W ranks takes batch_size / W)")
+    negatives: int = Field(default=1, ge=1, description="random movies per positive edge (same user)")
+    loss: str = Field(default="bpr", pattern="^(bpr|bce)$", description="bpr: Bayesian personalized ranking; "
+                                                                       "bce: binary cross-entropy")
+    epochs: int = Field(default=3, ge=1)
+    max_batches: int = Field(default=0, ge=0, description="at most this many steps per epoch (0: every edge)")
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    patience: int = Field(default=2, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    hidden: int = Field(default=64, ge=8)
+    heads: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    id_embedding: bool = Field(default=True, description="a learned embedding per movie besides its text features")
+    text_features: bool = Field(default=True, description="the movies' text embeddings as input (when the graph "
+                                                          "has them)")
+    val_users: int = Field(default=2000, ge=0, description="users whose held-out latest rating is ranked against "
+                                                           "the whole catalog after each epoch (a fixed sample)")
+    eval_batch_size: int = Field(default=2048, ge=1, description="nodes per batch when embedding the catalog")
+
+
 class RefineConfig(BaseModel):
     """Multi-round refinement (MAGUS-style label propagation over the movie–word graph)."""
 
@@ -186,6 +215,10 @@ class ServeConfig(BaseModel):
     queue_timeout: float = Field(default=5.0, gt=0, le=600, description="seconds a request may wait for a slot "
                                                                          "before it gets 503")
     retry_after: int = Field(default=1, ge=0, le=3600, description="the Retry-After (seconds) of a 503")
+    ann_exact_max: int = Field(default=300_000, ge=0, description="large-catalog index (qamrec.serve.ann): "
+                                                                  "exact search up to this many items, FAISS IVF "
+                                                                  "above")
+    ann_nprobe: int = Field(default=32, ge=1, description="IVF cells scanned per query by the FAISS index")
 
 
 class Config(BaseSettings):
@@ -200,6 +233,7 @@ class Config(BaseSettings):
     graph: GraphConfig = Field(default_factory=GraphConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    sampled: SampledConfig = Field(default_factory=SampledConfig)
     refine: RefineConfig = Field(default_factory=RefineConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
