@@ -115,3 +115,62 @@ def test_embed_catalog_is_deterministic_and_batch_independent_of_ranks(graph) ->
     model = build_model(graph, load_config(["sampled.hidden=16", "sampled.fanouts=4,2"]))
     e1, e2 = embed_catalog(model, graph, 50), embed_catalog(model, graph, 50)
     assert e1.shape == (N_MOVIES, 16) and torch.equal(e1, e2)
+
+
+def _write_movielens(folder: Path, seed: int = 0) -> None:
+    """``movies.csv`` and ``ratings.csv`` in MovieLens format: 150 users with genre tastes over 80 movies."""
+    rng = np.random.default_rng(seed)
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    folder.mkdir(parents=True)
+    mg = rng.integers(0, len(genres), 80)
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{i + 1},Movie {i + 1} ({1980 + i % 40}),{genres[g]}\n" for i, g in enumerate(mg)), encoding="utf-8")
+    rows = []
+    for u in range(150):
+        w = np.where(mg == u % len(genres), 6.0, 1.0) / (np.arange(80) + 4.0)
+        for t, m in enumerate(rng.choice(80, size=int(rng.integers(8, 25)), replace=False, p=w / w.sum())):
+            rows.append(f"{u + 1},{m + 1},{rng.integers(1, 11) / 2},{1_000_000_000 + 1000 * u + t}\n")
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(rows), encoding="utf-8")
+
+
+def test_sigkilled_cli_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """``qamrec train`` on a folder of MovieLens files, SIGKILLed at a random moment after epoch 1's checkpoint,
+    then run again with the same command, ends with the weights of an uninterrupted run."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "ml"
+    _write_movielens(data)
+    settings = [x for s in ("sampled.text_features=false", "sampled.epochs=4", "sampled.batch_size=64",
+                            "sampled.hidden=16", "sampled.val_users=60", "train.threads=1") for x in ("--set", s)]
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "qamrec", "--home", str(tmp_path / "home"), *settings,
+                "train", "--dataset", str(data), "--out", str(out)]
+
+    subprocess.run(cmd(tmp_path / "a"), check=True, capture_output=True)
+    log = tmp_path / "b.log"
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd(tmp_path / "b"), stdout=f, stderr=subprocess.STDOUT)
+    ready = tmp_path / "b" / "checkpoint" / "checkpoint.json"
+    end = time.monotonic() + 300
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < end, log.read_text()
+        time.sleep(0.005)
+    time.sleep(random.Random(int(os.environ.get("QAMREC_FAULT_SEED", "7"))).uniform(0.0, 0.3))
+    assert proc.poll() is None, f"training ended before the kill:\n{log.read_text()}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    done = subprocess.run(cmd(tmp_path / "b"), check=True, capture_output=True, text=True)
+    assert "resum" in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+    wa = load_file(str(tmp_path / "a" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert mb["resumed_from_epoch"] >= 1 and ma["val"] == mb["val"]
