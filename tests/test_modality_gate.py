@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
-from torch_geometric.data import HeteroData
+from test_models import TEXT_DIM, fake_text
+from test_models import tiny_graph as base_graph
 
 from qamrec.config import ModelConfig, TrainConfig
 from qamrec.errors import QamrecError
@@ -19,56 +19,24 @@ from qamrec.models.modality import ModalityGate
 from qamrec.models.net import QAMRecNet
 from qamrec.models.query import Query, QueryFeaturizer
 
-TEXT_DIM = 8
 N_MOVIES = 6
 
 
 def tiny_graph(modalities: bool = True, seed: int = 0) -> Graph:
-    """Six movies (five candidates), three entities, two genres, four users; per-modality embeddings with some
-    modalities missing (movie 4 has none of the text modalities and no poster)."""
-    g = torch.Generator().manual_seed(seed)
-    d = HeteroData()
-    d["movie"].x_text = torch.nn.functional.normalize(torch.randn(N_MOVIES, TEXT_DIM, generator=g), dim=1)
-    d["movie"].x_poster = torch.randn(N_MOVIES, 5, generator=g)
-    d["movie"].has_poster = torch.tensor([True, True, False, True, False, True])
-    d["movie"].num_nodes = N_MOVIES
-    d["entity"].x_text = torch.randn(3, TEXT_DIM, generator=g)
-    d["entity"].num_nodes = 3
-    d["genre"].x_text = torch.randn(2, TEXT_DIM, generator=g)
-    d["genre"].num_nodes = 2
-    d["user"].num_nodes = 4
-    d["user", "rates", "movie"].edge_index = torch.tensor([[0, 0, 1, 2, 3, 3], [0, 1, 1, 2, 3, 5]])
-    d["user", "rates", "movie"].edge_attr = torch.rand(6, 1, generator=g)
-    d["movie", "rev_rates", "user"].edge_index = d["user", "rates", "movie"].edge_index.flip(0)
-    d["movie", "rev_rates", "user"].edge_attr = d["user", "rates", "movie"].edge_attr
-    d["movie", "starring", "entity"].edge_index = torch.tensor([[0, 1, 4], [0, 0, 2]])
-    d["entity", "rev_starring", "movie"].edge_index = torch.tensor([[0, 0, 2], [0, 1, 4]])
-    d["movie", "has_genre", "genre"].edge_index = torch.tensor([[0, 1, 2, 3, 5], [0, 0, 1, 1, 1]])
-    d["genre", "rev_has_genre", "movie"].edge_index = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 2, 3, 5]])
-    meta = {"movie_ids": [10, 11, 12, 13, 14, 15], "entity_ids": [100, 101, 102], "tags": [],
-            "genres": ["horror", "romantic comedy"], "entity_labels": ["Tom Hanks", "Paris", "Steven Spielberg"],
-            "item_ids": [900, 901, 902, 903, 904], "candidates": [0, 1, 2, 3, 4],
-            "entity_movie": {"900": 10, "901": 11, "902": 12, "903": 13, "904": 14}}
+    """The tiny graph of ``test_models`` (six movies, five candidates, three entities, two genres, four users)
+    with per-modality embeddings, some missing (movie 4 has none of the text modalities and no poster)."""
+    graph = base_graph(seed)
     if modalities:
+        g = torch.Generator().manual_seed(seed + 1)
         mask = torch.ones(N_MOVIES, len(MOVIE_MODALITIES), dtype=torch.bool)
         mask[0, 0] = mask[2, 1:3] = mask[4] = False
         for k, name in enumerate(MOVIE_MODALITIES):
             x = torch.nn.functional.normalize(torch.randn(N_MOVIES, TEXT_DIM, generator=g), dim=1)
-            d["movie"][f"x_mod_{name}"] = (x * mask[:, k:k + 1]).half()
-        d["movie"].mod_mask = mask
-        meta["modalities"] = list(MOVIE_MODALITIES)
-    return Graph(d, meta)
+            graph.data["movie"][f"x_mod_{name}"] = (x * mask[:, k:k + 1]).half()
+        graph.data["movie"].mod_mask = mask
+        graph.meta["modalities"] = list(MOVIE_MODALITIES)
+    return graph
 
-
-def fake_text(texts: list[str]) -> np.ndarray:
-    out = np.zeros((len(texts), TEXT_DIM), np.float32)
-    for i, t in enumerate(texts):
-        out[i] = np.random.default_rng(sum(map(ord, t)) * 7919 + len(t)).standard_normal(TEXT_DIM)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-fake_text.dim = TEXT_DIM  # type: ignore[attr-defined]
-fake_text.model_name = "fake"  # type: ignore[attr-defined]
 
 QUERIES = [Query("a horror film", entities=(901,)), Query("romantic comedy in Paris", entities=(101,)),
            Query("something else entirely")]
