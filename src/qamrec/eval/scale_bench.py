@@ -131,18 +131,18 @@ def build_in_subprocess(folder: Path, out: Path, *, features: bool = False, thre
 def _train(graph: Any, config: Config, batches: int) -> dict[str, Any]:
     """``batches`` training steps from a fresh model (over as many epochs as that takes): the model, ``steps``,
     ``train_s`` and ``s_per_1000_batches`` (the trainer's own clock: sampling, forward, backward, update)."""
+    from qamrec.graph.featurestore import loader_data
     from qamrec.train import sampled
     from qamrec.train.distributed import DistInfo
 
     model = sampled.build_model(graph, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.sampled.lr, weight_decay=config.sampled.weight_decay)
-    data = sampled._loader_data(graph)
+    data = loader_data(graph)
     steps, seconds, epoch = 0, 0.0, 0
     while steps < batches:
         epoch += 1
         cfg = config.with_overrides([f"sampled.max_batches={batches - steps}"])
-        # TODO(H2): a public "train N steps" entry point; the epoch function is the one the trainer runs
-        row = sampled._epoch(model, opt, graph, data, cfg, epoch, DistInfo())
+        row = sampled.train_epoch(model, opt, graph, data, cfg, epoch, DistInfo())
         if not row["steps"]:
             break
         steps, seconds = steps + int(row["steps"]), seconds + float(row["train_s"])

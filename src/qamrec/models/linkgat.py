@@ -102,7 +102,7 @@ class LinkGAT(nn.Module):
     def forward(self, n_id: dict[str, Tensor], movie_x: Tensor | None, edge_index_dict: dict[EdgeType, Tensor],
                 edge_attr_dict: dict[EdgeType, Tensor] | None = None,
                 hops: tuple[dict[str, list[int]], dict[EdgeType, list[int]]] | None = None) -> dict[str, Tensor]:
-        """Representations of the batch's nodes after the GAT layers, per type (rows as ``n_id``).
+        r"""Representations of the batch's nodes after the GAT layers, per type (rows as ``n_id``).
 
         ``hops`` (nodes per hop and type, edges per hop and relation, as PyG's samplers count them, nodes and
         edges ordered by hop): layer :math:`i` of :math:`L` then only runs over the nodes of hops

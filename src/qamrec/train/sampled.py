@@ -51,6 +51,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from qamrec.config import Config
 from qamrec.errors import QamrecError
 from qamrec.eval.metrics import NDCG, Recall, ranks_of
+from qamrec.graph.featurestore import loader_data
 from qamrec.io import atomic_path, atomic_write_json, tmp_prefix
 from qamrec.models.linkgat import RATED_BY, RATES, LinkGAT, LinkGATSettings, bce_loss, bpr_loss
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, TrainState, train_identity
@@ -59,7 +60,7 @@ from qamrec.train.run import plot_curves
 from qamrec.train.rundir import in_progress, recover, replace_dir, write_manifest
 
 __all__ = ["build_model", "embed_nodes", "embed_catalog", "rank_heldout", "val_sample", "popularity_metrics",
-           "train_sampled"]
+           "train_epoch", "train_sampled"]
 
 _CHUNK_STEPS = 64  # steps per LinkLoader (a loader is built over this many batches of seed edges)
 _RANK_USERS = 256  # users ranked against the catalog at once
@@ -81,13 +82,6 @@ def _reseed(sampler: Any, seed: int) -> None:
         sampler.reseed(seed)
     elif isinstance(getattr(sampler, "generator", None), torch.Generator):
         sampler.generator.manual_seed(seed)
-
-
-def _loader_data(graph: Any) -> Any:
-    """What PyG's loaders take as ``data``: (FeatureStore, GraphStore) over the CSR graph."""
-    from qamrec.graph.featurestore import loader_data
-
-    return loader_data(graph)
 
 
 def _link_loader(graph: Any, data: Any, sampler: Any, src: Tensor, dst: Tensor, batch_size: int,
@@ -200,7 +194,7 @@ def embed_nodes(model: LinkGAT | DDP, graph: Any, node_type: str, ids: Tensor, b
     device = next(net.parameters()).device
     sampler = _sampler(graph, num_neighbors or net.settings.num_neighbors, seed)
     ids = torch.as_tensor(ids, dtype=torch.long)
-    loader = _node_loader(_loader_data(graph), sampler, node_type, ids)
+    loader = _node_loader(loader_data(graph), sampler, node_type, ids)
     out = torch.zeros(len(ids), net.settings.hidden, device=device)
     for j, start in enumerate(range(0, len(ids), batch_size)):
         if j % info.world != info.rank:
@@ -283,8 +277,8 @@ def _validate(model: LinkGAT | DDP, graph: Any, users: Tensor, gold: Tensor, con
 
 # -- training ----------------------------------------------------------------------------------------------------
 
-def _epoch(model: DDP | LinkGAT, opt: torch.optim.Optimizer, graph: Any, data: Any, config: Config, epoch: int,
-           info: DistInfo) -> dict[str, float]:
+def train_epoch(model: DDP | LinkGAT, opt: torch.optim.Optimizer, graph: Any, data: Any, config: Config, epoch: int,
+                info: DistInfo) -> dict[str, float]:
     """One epoch of this rank's share of the seed edges; returns loss (mean over all ranks) and timings."""
     s, net = config.sampled, _unwrap(model)
     if s.batch_size % info.world:
@@ -401,12 +395,12 @@ def train_sampled(graph: Any, config: Config, out: Path, *, dataset: str, graph_
         _broadcast_optimizer(opt, info)
     done, best_epoch, best_ndcg, bad, stopped, before = state.tolist()
     users, gold = val_sample(graph, s.val_users, config.seed)
-    data = _loader_data(graph)
+    data = loader_data(graph)
     start = time.perf_counter()
     for epoch in range(int(done) + 1, s.epochs + 1):
         if stopped:
             break
-        row = {"epoch": epoch, **_epoch(ddp, opt, graph, data, config, epoch, info)}
+        row = {"epoch": epoch, **train_epoch(ddp, opt, graph, data, config, epoch, info)}
         if len(users):
             m = _validate(ddp, graph, users, gold, config, info)
             row |= {"dev_recall@10": m["recall@10"], "dev_ndcg@10": m["ndcg@10"]}
