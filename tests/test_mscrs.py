@@ -183,3 +183,37 @@ def test_mscrs_fit_score_save_load(tmp_path: Path):
     assert len(rec) == 3 and 12 not in [m for m, _ in rec]
     with pytest.raises(ValueError):
         MSCRS.load(tmp_path, tiny_graph(), None)
+
+
+def test_sensitivity_sweep_trains_each_point_once_and_writes_its_plots(tmp_path: Path) -> None:
+    import json
+
+    from qamrec.eval.mscrs_sensitivity import run_mscrs_sensitivity
+
+    config = load_config(home=tmp_path / "home")
+    trained: list[tuple[int, float]] = []
+
+    def train(dataset: str, run: Path, c) -> dict:
+        k, lam = c.model.mscrs.knn, c.model.mscrs.fusion
+        trained.append((k, lam))
+        run.mkdir(parents=True)  # a complete run: its config and metrics, as qamrec train writes them
+        m = {"model": "mscrs", "best_epoch": 3, "train_seconds": 1.0,
+             "test": {"recall@1": 0.01 * k, "recall@10": 0.1 + lam / 10, "recall@50": 0.4, "ndcg@10": 0.05,
+                      "n_examples": 100}}
+        (run / "metrics.json").write_text(json.dumps(m))
+        (run / "config.json").write_text(json.dumps(json.loads(c.model_dump_json()) | {"dataset": dataset}))
+        return m
+
+    out = tmp_path / "out"
+    r = run_mscrs_sensitivity("inspired", config, out, tmp_path / "runs", train, log=lambda m: None,
+                              k_values=(5, 10, 20), lambdas=(0.0, 0.5))
+    assert trained == [(5, 0.5), (10, 0.5), (20, 0.5), (10, 0.0)]  # the default point (10, 0.5) once
+    assert [p["x"] for p in r["k"]] == [5, 10, 20] and [p["x"] for p in r["lambda"]] == [0.0, 0.5]
+    assert r["k"][2]["recall@1"] == pytest.approx(0.2) and r["lambda"][0]["recall@10"] == pytest.approx(0.1)
+    for name in ("mscrs_sensitivity_inspired.json", "mscrs_sensitivity_inspired.md",
+                 "mscrs_sensitivity_inspired_k.png", "mscrs_sensitivity_inspired_lambda.png"):
+        assert (out / name).stat().st_size > 0
+    trained.clear()  # a second sweep reuses every complete run with the same configuration
+    run_mscrs_sensitivity("inspired", config, out, tmp_path / "runs", train, log=lambda m: None,
+                          k_values=(5, 10, 20), lambdas=(0.0, 0.5))
+    assert trained == []

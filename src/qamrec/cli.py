@@ -437,15 +437,23 @@ def benchmark_mscrs_sensitivity(
     runs: Annotated[Optional[Path], typer.Option(help="run directories (default $QAMREC_HOME/runs/mscrs-sensitivity)")]
     = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results to this JSON file")] = None,
+    k_values: Annotated[str, typer.Option(help="neighbours per item to sweep, comma-separated")] = "5,10,20,50,100",
+    lambdas: Annotated[str, typer.Option(help="text/image weights to sweep, comma-separated")] = "0,0.25,0.5,0.75,1",
 ) -> None:
     """MSCRS's kNN size k and text/image weight lambda (its Figure 5): one training per point, test recall."""
     from qamrec.eval.mscrs_sensitivity import run_mscrs_sensitivity
     from qamrec.io import atomic_write_json
 
+    try:
+        ks = tuple(int(x) for x in k_values.split(",") if x.strip())
+        lams = tuple(float(x) for x in lambdas.split(",") if x.strip())
+    except ValueError:
+        raise QamrecError(f"--k-values {k_values!r} / --lambdas {lambdas!r}: give numbers like 5,10,20") from None
     c = cfg()
     r = run_mscrs_sensitivity(dataset, c, out, runs or c.runs_dir / "mscrs-sensitivity",
                               train=lambda d, run, cc: _train(d, run, "mscrs", True, cc, quiet=True),
-                              log=lambda m: console.print(m, markup=False, highlight=False))
+                              log=lambda m: console.print(m, markup=False, highlight=False), k_values=ks,
+                              lambdas=lams)
     if json_out:
         atomic_write_json(json_out, r)
     console.print((out / f"mscrs_sensitivity_{dataset}.md").read_text())

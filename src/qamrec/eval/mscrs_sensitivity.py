@@ -69,11 +69,12 @@ def _reusable(run: Path, config: Config, dataset: str) -> dict[str, Any] | None:
 
 
 def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, train: TrainFn,
-                          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the sweep (a point whose run directory already holds the same configuration is reused), write
-    the JSON, markdown and plots into ``out``; return the JSON's content."""
+                          log: Callable[[str], None] = print, k_values: tuple[int, ...] = K_VALUES,
+                          lambdas: tuple[float, ...] = LAMBDAS) -> dict[str, Any]:
+    """Train the sweep over ``k_values`` and ``lambdas`` (a point whose run directory already holds the same
+    configuration is reused), write the JSON, markdown and plots into ``out``; return the JSON's content."""
     base = config.model.mscrs
-    points = [("k", float(k), k, base.fusion) for k in K_VALUES] + [("lambda", lam, base.knn, lam) for lam in LAMBDAS]
+    points = [("k", float(k), k, base.fusion) for k in k_values] + [("lambda", lam, base.knn, lam) for lam in lambdas]
     done: dict[tuple[int, float], dict[str, Any]] = {}
     sweeps: dict[str, list[dict[str, Any]]] = {"k": [], "lambda": []}
     t0 = time.perf_counter()
