@@ -11,6 +11,7 @@ import pytest
 
 from qamrec.config import load_config
 from qamrec.data.crs import load_crs
+from qamrec.errors import QamrecError
 from qamrec.eval.protocol import read_crs_examples
 from qamrec.graph.build import build_graph
 
@@ -42,6 +43,51 @@ def test_redial_split_has_no_leakage(redial):
     assert len(held_text) > 1_000 and len(held_text & seen_text) < 0.02 * len(held_text)
     # dev dialogues are not graph dialogues either
     assert len(crs.train) > 3_000 and len(crs.dev) > 300
+
+
+def test_dialogue_fraction_keeps_dev_and_test_and_shrinks_the_graph(redial):
+    config, crs = redial
+    half = load_crs("redial", config.with_overrides(["train.dialogue_fraction=0.5"]))
+    assert half.n_train_dialogues == round(0.5 * crs.n_train_dialogues)
+    assert half.dev == crs.dev and half.heldout == crs.heldout  # same dev and test dialogues
+    train_d = {e.dialogue for e in half.train}
+    assert train_d < {e.dialogue for e in crs.train} and 0.4 < len(half.train) / len(crs.train) < 0.6
+    assert not train_d & {e.dialogue for e in crs.dev}
+    graph_d = set(half.train_dialogues["dialogue_id"].to_list())
+    assert graph_d < set(crs.train_dialogues["dialogue_id"].to_list())
+    assert 0.4 < len(graph_d) / crs.train_dialogues["dialogue_id"].n_unique() < 0.6
+    again = load_crs("redial", config.with_overrides(["train.dialogue_fraction=0.5"]))
+    assert again.train == half.train  # seeded
+
+
+def test_transfer_adds_the_other_datasets_examples_in_this_entity_space(redial):
+    config, crs = redial
+    both = load_crs("redial", config.with_overrides(["train.transfer=inspired"]))
+    inspired = load_crs("inspired", config)
+    extra = [e for e in both.train if e.dialogue < 0]
+    assert both.train[: len(crs.train)] == crs.train and both.dev == crs.dev
+    assert both.train_dialogues.equals(crs.train_dialogues)  # the other dataset never enters the graph
+    n_in = len(inspired.train) + len(inspired.dev)
+    assert 0.3 * n_in < len(extra) <= n_in
+    items = set(crs.item_ids)
+    redial_uri = {v: k for k, v in crs.entity2id.items()}
+    inspired_uri = {v: k for k, v in inspired.entity2id.items()}
+    assert all(e.item in items for e in extra)
+    # each example is one of INSPIRED's: its gold item has the same DBpedia URI, or else the same catalog movie;
+    # its context entities are the INSPIRED context entities that exist here (same URIs)
+    source: dict[tuple, list] = {}
+    for x in inspired.train + inspired.dev:
+        source.setdefault((x.dialogue, x.turn, x.context), []).append(x)
+    by_uri = 0
+    for e in extra:
+        xs = source[(-1 - e.dialogue, e.turn, e.context)]
+        assert any(redial_uri[e.item] == inspired_uri[x.item] or
+                   crs.entity_movie.get(e.item) == inspired.entity_movie.get(x.item) is not None for x in xs)
+        by_uri += any(redial_uri[e.item] == inspired_uri[x.item] for x in xs)
+        assert {redial_uri[m] for m in e.entities} <= {inspired_uri[m] for m in xs[0].entities}
+    assert by_uri > 0.5 * len(extra)
+    with pytest.raises(QamrecError, match="itself"):
+        load_crs("redial", config.with_overrides(["train.transfer=redial"]))
 
 
 def test_redial_graph_structure(redial):

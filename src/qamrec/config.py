@@ -118,6 +118,11 @@ class TrainConfig(BaseModel):
     threads: int = Field(default=0, ge=0, description="torch threads (0: torch's default)")
     seeker_targets: bool = Field(default=False, description="also train on the movies seekers mention "
                                                             "(datasets given as raw turns)")
+    dialogue_fraction: float = Field(default=1.0, gt=0.0, le=1.0,
+                                     description="train on a seeded share of the training dialogues (graph "
+                                                 "and examples; dev and test stay): learning curves")
+    transfer: list[str] = Field(default=[], description="other CRS datasets whose training examples are added, "
+                                                        "their entities mapped by DBpedia URI or catalog movie")
 
 
 class SampledConfig(BaseModel):

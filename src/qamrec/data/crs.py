@@ -5,11 +5,15 @@ A :class:`CRSSource` names files and prepared tables only; the graph and the mod
 name. ReDial's training pool is the 1,813 raw dialogues we have (the two published validation subsets), so a
 fixed, seeded share of the UniCRS validation file's dialogues is held out for testing and never enters the
 graph or the training examples. INSPIRED trains on its train split and is tested on its validation file.
+
+Two training settings change the training pool and nothing else: ``train.dialogue_fraction`` keeps a seeded
+share of the training dialogues (examples and graph; for learning curves), and ``train.transfer`` adds another
+dataset's examples mapped into this one's entity space (:func:`transfer_examples`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +21,12 @@ import polars as pl
 
 from qamrec.config import Config
 from qamrec.data.prepare import load_table
-from qamrec.errors import MissingDataError
+from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.protocol import CRSExample, read_crs_examples, read_item_ids
 from qamrec.io import read_json, sha256_file
 
-__all__ = ["CRSSource", "CRS_SOURCES", "CRSData", "load_crs", "examples_from_turns", "split_dialogues"]
+__all__ = ["CRSSource", "CRS_SOURCES", "CRSData", "load_crs", "examples_from_turns", "split_dialogues",
+           "transfer_examples"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class CRSData:
     heldout: list[int] | None  # dialogue indices of ``test_file`` held out (None: the whole file is test)
     test_sha256: str
     entity2id: dict[str, int] | None
+    n_train_dialogues: int = 0  # training dialogues (with or without examples), dev and held-out ones apart
 
 
 def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -95,6 +101,35 @@ def examples_from_turns(turns: pl.DataFrame, roles: tuple[str, ...] = ("recommen
             for e in list(movies) + list((row["entities"] or []) if has_ent else []):
                 if e not in entities:
                     entities.append(int(e))
+    return out
+
+
+def transfer_examples(other: CRSData, entity2id: dict[str, int], entity_movie: dict[int, int],
+                      item_ids: list[int]) -> list[CRSExample]:
+    """``other``'s training and dev examples in this dataset's entity space, to train on (transfer learning).
+
+    An entity maps by its DBpedia URI; a gold item that has no URI here maps through the catalog movie it
+    links to. Unmapped context entities are dropped, and so are examples whose gold item does not map. The
+    examples get negative dialogue numbers: they are never dev examples and never enter this dataset's graph.
+    """
+    if other.entity2id is None:
+        raise MissingDataError(f"train.transfer: {other.name} has no DBpedia entity space to map")
+    uri = {v: k for k, v in other.entity2id.items()}
+    items = set(item_ids)
+    item_of_movie = {m: e for e, m in sorted(entity_movie.items()) if e in items}
+
+    def entity(e: int) -> int | None:
+        return entity2id.get(uri.get(e, ""))
+
+    out: list[CRSExample] = []
+    for ex in other.train + other.dev:
+        gold = entity(ex.item)
+        if gold not in items:
+            gold = item_of_movie.get(other.entity_movie.get(ex.item, -1))
+        if gold is None:
+            continue
+        ents = tuple(m for m in (entity(e) for e in ex.entities) if m is not None)
+        out.append(replace(ex, dialogue=-1 - ex.dialogue, entities=ents, item=gold))
     return out
 
 
@@ -138,11 +173,20 @@ def load_crs(name: str, config: Config) -> CRSData:
         examples = examples_from_turns(turns)
         order = sorted(turns["dialogue_id"].unique().to_list())
     train, dev = _dev_split(examples, config.train.dev_fraction, config.seed)
+    dev_d = {e.dialogue for e in dev}
     if config.train.seeker_targets and src.turns_table:  # more training targets; dev stays as the protocol
-        dev_d = {e.dialogue for e in dev}
         train = [e for e in examples_from_turns(turns, ("recommender", "seeker")) if e.dialogue not in dev_d]
-    dev_ids = {order[i] for i in {e.dialogue for e in dev}}
-    train_ids = [d for d in order if d not in dev_ids]
+    pool = [i for i in range(len(order)) if i not in dev_d]
+    if config.train.dialogue_fraction < 1.0:  # a learning curve: fewer training dialogues, same dev and test
+        pool = [pool[i] for i in split_dialogues(len(pool), config.train.dialogue_fraction, config.seed + 2)]
+        kept = set(pool)
+        train = [e for e in train if e.dialogue in kept]
+    train_ids = [order[i] for i in pool]
+    for other in config.train.transfer:
+        if other == name:
+            raise QamrecError(f"train.transfer: {name!r} cannot transfer from itself")
+        whole = config.with_overrides(["train.transfer=", "train.dialogue_fraction=1"])  # all of the other's
+        train += transfer_examples(load_crs(other, whole), entity2id, entity_movie, read_item_ids(raw / src.item_ids))
     kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
     return CRSData(
         name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
@@ -150,6 +194,7 @@ def load_crs(name: str, config: Config) -> CRSData:
         train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, all_links,
                                   prepared, src.kg_step),
         test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
+        n_train_dialogues=len(pool),
     )
 
 

@@ -327,7 +327,8 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
 def graph_key(name: str, config: Config) -> str:
     """What a built graph depends on: dataset, graph and feature settings, the seed (splits), the prepared
     catalog and KG steps (their manifest keys) and, only when on, ``model.modality_gate`` (the graph then
-    carries per-modality movie embeddings; graphs without them keep their keys)."""
+    carries per-modality movie embeddings; graphs without them keep their keys) and, only below 1,
+    ``train.dialogue_fraction``."""
     import hashlib
     import json
 
@@ -337,6 +338,8 @@ def graph_key(name: str, config: Config) -> str:
                        for s in ("catalog", name, *config.graph.ratings)}}
     if config.model.modality_gate:
         parts["modalities"] = list(MOVIE_MODALITIES)
+    if config.train.dialogue_fraction < 1.0:  # fewer training dialogues in the graph
+        parts["dialogue_fraction"] = config.train.dialogue_fraction
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
