@@ -460,6 +460,42 @@ def benchmark_mscrs_sensitivity(
     console.print(f"wrote {out / f'mscrs_sensitivity_{dataset}'}.md, .json, _k.png and _lambda.png")
 
 
+@benchmark_app.command("learning-curve")
+def benchmark_learning_curve(
+    dataset: Annotated[str, typer.Option(help="redial or inspired")] = "redial",
+    out: Annotated[Path, typer.Option(help="folder for learning_curve_<dataset>.{md,json,png}")] = Path("docs/results"),
+    runs: Annotated[Optional[Path], typer.Option(help="run directories (default $QAMREC_HOME/runs/learning-curve)")]
+    = None,
+    fractions: Annotated[str, typer.Option(help="shares of the training dialogues, comma-separated")] = "0.25,0.5,1",
+    target_dialogues: Annotated[int, typer.Option(min=0, help="extrapolate the log-linear fit to this many "
+                                                              "training dialogues (0: the largest point)")] = 0,
+) -> None:
+    """Test recall against the number of training dialogues (one training of our model per share)."""
+    from qamrec.data.crs import load_crs
+    from qamrec.eval.learning_curve import run_learning_curve
+    from qamrec.graph.store import load_graph
+    from qamrec.train.run import select_test_examples
+
+    try:
+        shares = tuple(float(x) for x in fractions.split(",") if x.strip())
+    except ValueError:
+        raise QamrecError(f"--fractions {fractions!r}: give shares like 0.25,0.5,1") from None
+
+    def unseen(c: Config, run: Path) -> tuple[int, int]:
+        crs = load_crs(dataset, c)
+        targets = {e.item for e in crs.train}
+        test, _, _ = select_test_examples(load_graph(run / "graph"), crs.test_file, crs.entity2id)
+        return crs.n_train_dialogues, sum(e.item not in targets for e in test)
+
+    c = cfg()
+    run_learning_curve(dataset, c, out, runs or c.runs_dir / "learning-curve",
+                       train=lambda d, run, cc: _train(d, run, "qamrec", True, cc, quiet=True), unseen=unseen,
+                       log=lambda m: console.print(m, markup=False, highlight=False), fractions=shares,
+                       target_dialogues=target_dialogues)
+    console.print((out / f"learning_curve_{dataset}.md").read_text())
+    console.print(f"wrote {out / f'learning_curve_{dataset}'}.md, .json and .png")
+
+
 @benchmark_app.command("rounds")
 def benchmark_rounds(
     run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,

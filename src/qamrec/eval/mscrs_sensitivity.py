@@ -19,7 +19,7 @@ from typing import Any
 from qamrec.config import Config
 from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["K_VALUES", "LAMBDAS", "run_mscrs_sensitivity", "sensitivity_plot"]
+__all__ = ["K_VALUES", "LAMBDAS", "TrainFn", "reusable_run", "run_mscrs_sensitivity", "sensitivity_plot"]
 
 K_VALUES: tuple[int, ...] = (5, 10, 20, 50, 100)
 LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -57,15 +57,16 @@ def _se(sweeps: dict[str, list[dict[str, Any]]], n: int) -> float:
     return math.sqrt(p * (1 - p) / max(n, 1))
 
 
-def _reusable(run: Path, config: Config, dataset: str) -> dict[str, Any] | None:
-    """The metrics of a complete earlier run in ``run`` with exactly this configuration, else None."""
+def reusable_run(run: Path, config: Config, dataset: str, model: str = "mscrs") -> dict[str, Any] | None:
+    """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
+    None."""
     try:
         saved = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
     same = saved == json.loads(config.model_dump_json()) | {"dataset": dataset}
-    return metrics if same and metrics.get("model") == "mscrs" else None
+    return metrics if same and metrics.get("model") == model else None
 
 
 def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, train: TrainFn,
@@ -82,7 +83,7 @@ def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, t
         if (k, lam) not in done:
             c = config.with_overrides([f"model.mscrs.knn={k}", f"model.mscrs.fusion={lam}"])
             run = runs / f"{dataset}-k{k}-lambda{lam:g}"
-            m = _reusable(run, c, dataset)
+            m = reusable_run(run, c, dataset)
             if m is None:
                 log(f"[k={k} lambda={lam:g}] training")
                 m = train(dataset, run, c)
