@@ -34,15 +34,18 @@ def test_learning_curve_trains_each_share_once_and_extrapolates(tmp_path: Path) 
         (run / "config.json").write_text(json.dumps(json.loads(c.model_dump_json()) | {"dataset": dataset}))
         return m
 
-    def unseen(c, run: Path) -> tuple[int, int]:
-        return int(400 * c.train.dialogue_fraction), int(100 * (1 - c.train.dialogue_fraction / 2))
+    def inspect(c, run: Path) -> dict[str, float]:
+        f = c.train.dialogue_fraction
+        return {"train_dialogues": int(400 * f), "unseen_gold": 0.5 - f / 4, "unseen_recall@50": 0.01,
+                "seen_recall@10": 0.2 * f}
 
     out = tmp_path / "out"
-    r = run_learning_curve("redial", config, out, tmp_path / "runs", train, unseen, log=lambda m: None,
+    r = run_learning_curve("redial", config, out, tmp_path / "runs", train, inspect, log=lambda m: None,
                            fractions=(1.0, 0.25, 0.5), target_dialogues=3_200)
     assert trained == [0.25, 0.5, 1.0]
     assert [p["train_dialogues"] for p in r["points"]] == [100, 200, 400]
-    assert [p["unseen_gold"] for p in r["points"]] == pytest.approx([0.435, 0.375, 0.25])
+    assert [p["unseen_gold"] for p in r["points"]] == pytest.approx([0.4375, 0.375, 0.25])
+    assert [p["seen_recall@10"] for p in r["points"]] == pytest.approx([0.05, 0.1, 0.2])
     fit = r["fit"]["recall@10"]
     assert fit["b_per_doubling"] == pytest.approx(0.03)
     assert fit["at_3200"] == pytest.approx(0.1 + 0.03 * 5)  # 3,200 = 8 x 400: three more doublings
@@ -50,6 +53,6 @@ def test_learning_curve_trains_each_share_once_and_extrapolates(tmp_path: Path) 
         assert (out / name).stat().st_size > 0
     assert "extrapolated" in (out / "learning_curve_redial.md").read_text()
     trained.clear()
-    run_learning_curve("redial", config, out, tmp_path / "runs", train, unseen, log=lambda m: None,
+    run_learning_curve("redial", config, out, tmp_path / "runs", train, inspect, log=lambda m: None,
                        fractions=(0.25, 0.5, 1.0))
     assert trained == []

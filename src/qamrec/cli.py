@@ -473,23 +473,28 @@ def benchmark_learning_curve(
     """Test recall against the number of training dialogues (one training of our model per share)."""
     from qamrec.data.crs import load_crs
     from qamrec.eval.learning_curve import run_learning_curve
-    from qamrec.graph.store import load_graph
-    from qamrec.train.run import select_test_examples
+    from qamrec.train.run import evaluate_model, load_run, select_test_examples
 
     try:
         shares = tuple(float(x) for x in fractions.split(",") if x.strip())
     except ValueError:
         raise QamrecError(f"--fractions {fractions!r}: give shares like 0.25,0.5,1") from None
 
-    def unseen(c: Config, run: Path) -> tuple[int, int]:
+    def inspect(c: Config, run: Path) -> dict[str, float]:
         crs = load_crs(dataset, c)
         targets = {e.item for e in crs.train}
-        test, _, _ = select_test_examples(load_graph(run / "graph"), crs.test_file, crs.entity2id)
-        return crs.n_train_dialogues, sum(e.item not in targets for e in test)
+        model, graph, _ = load_run(run, c)
+        test, _, _ = select_test_examples(graph, crs.test_file, crs.entity2id)
+        unseen = [e for e in test if e.item not in targets]
+        seen = [e for e in test if e.item in targets]
+        items = graph.meta["item_ids"]
+        return {"train_dialogues": crs.n_train_dialogues, "unseen_gold": len(unseen) / max(len(test), 1),
+                "unseen_recall@50": evaluate_model(model, unseen, items)["recall@50"] if unseen else 0.0,
+                "seen_recall@10": evaluate_model(model, seen, items)["recall@10"] if seen else 0.0}
 
     c = cfg()
     run_learning_curve(dataset, c, out, runs or c.runs_dir / "learning-curve",
-                       train=lambda d, run, cc: _train(d, run, "qamrec", True, cc, quiet=True), unseen=unseen,
+                       train=lambda d, run, cc: _train(d, run, "qamrec", True, cc, quiet=True), inspect=inspect,
                        log=lambda m: console.print(m, markup=False, highlight=False), fractions=shares,
                        target_dialogues=target_dialogues)
     console.print((out / f"learning_curve_{dataset}.md").read_text())

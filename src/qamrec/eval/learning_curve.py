@@ -26,10 +26,15 @@ from qamrec.eval.evaluate import PUBLISHED, PUBLISHED_SOURCE
 from qamrec.eval.mscrs_sensitivity import TrainFn, reusable_run
 from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["FRACTIONS", "run_learning_curve", "log_fit"]
+__all__ = ["FRACTIONS", "InspectFn", "run_learning_curve", "log_fit"]
 
 FRACTIONS: tuple[float, ...] = (0.25, 0.5, 1.0)
 _KEYS = ("recall@1", "recall@10", "recall@50", "ndcg@10")
+#: ``inspect(config, run)`` -> ``train_dialogues``; ``unseen_gold``: the share of test examples whose gold item
+#: no training example targets; ``unseen_recall@50``: the run's recall@50 on those; ``seen_recall@10``: its
+#: recall@10 on the others
+InspectFn = Callable[[Config, Path], dict[str, float]]
+_INSPECTED = ("unseen_gold", "unseen_recall@50", "seen_recall@10")
 
 
 def log_fit(n: list[float], y: list[float]) -> tuple[float, float]:
@@ -71,15 +76,12 @@ def _plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float]], targ
 
 
 def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, train: TrainFn,
-                       unseen: Callable[[Config, Path], tuple[int, int]],
+                       inspect: InspectFn,
                        log: Callable[[str], None] = print, fractions: tuple[float, ...] = FRACTIONS,
                        target_dialogues: int = 0) -> dict[str, Any]:
     """Train our model once per share of the training dialogues (a run directory with the same configuration
-    is reused), write the JSON, markdown and plot into ``out``; return the JSON's content.
-
-    ``unseen(config, run)`` gives (training dialogues, test examples whose gold item no training example
-    targets) for a trained run.
-    """
+    is reused), look into each trained run with ``inspect``, write the JSON, markdown and plot into ``out``;
+    return the JSON's content."""
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for f in sorted(fractions):
@@ -91,14 +93,13 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
             m = train(dataset, run, c)
         else:
             log(f"[{f:g} of the training dialogues] reusing {run}")
-        n_dialogues, n_unseen = unseen(c, run)
-        n = int(m["test"]["n_examples"])
-        rows.append({"fraction": f, "train_dialogues": n_dialogues, "train_examples": int(m["n_train"]),
-                     **{k: float(m["test"][k]) for k in _KEYS}, "n_examples": n,
-                     "unseen_gold": n_unseen / max(n, 1), "best_epoch": m.get("best_epoch"),
-                     "train_s": round(float(m.get("train_seconds") or 0.0), 1)})
-        log(f"[{f:g}] {n_dialogues} dialogues  " + "  ".join(f"{k} {rows[-1][k]:.4f}" for k in _KEYS)
-            + f"  unseen gold {rows[-1]['unseen_gold']:.3f}")
+        info = inspect(c, run)
+        rows.append({"fraction": f, "train_dialogues": int(info["train_dialogues"]),
+                     "train_examples": int(m["n_train"]), **{k: float(m["test"][k]) for k in _KEYS},
+                     "n_examples": int(m["test"]["n_examples"]), **{k: float(info[k]) for k in _INSPECTED},
+                     "best_epoch": m.get("best_epoch"), "train_s": round(float(m.get("train_seconds") or 0.0), 1)})
+        log(f"[{f:g}] {rows[-1]['train_dialogues']} dialogues  "
+            + "  ".join(f"{k} {rows[-1][k]:.4f}" for k in _KEYS + _INSPECTED))
     ns = [r["train_dialogues"] for r in rows]
     fits = {k: log_fit(ns, [r[k] for r in rows]) for k in ("recall@10", "recall@50")}
     target_n = target_dialogues or max(ns)
@@ -117,13 +118,14 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
           f"(`train.dialogue_fraction`; graph, co-mentions and examples shrink together, dev and test stay) and "
           f"tested on {n:,} test examples (UniCRS protocol). One seed per point: one standard error of recall@10 "
           f"is about {se:.3f}. *Unseen gold* is the share of test examples whose gold item is the target of no "
-          f"training example. Plot: `{stem}.png`.", "",
-          "| share | training dialogues | training examples | " + " | ".join(_KEYS) + " | unseen gold | best epoch "
-          "| train s |", "|---|" + "---|" * (len(_KEYS) + 6)]
+          f"training example; the model's recall@50 on those examples and recall@10 on the others follow it. "
+          f"Plot: `{stem}.png`.", "",
+          "| share | training dialogues | training examples | " + " | ".join(_KEYS) + " | unseen gold | "
+          "unseen recall@50 | seen recall@10 | best epoch | train s |", "|---|" + "---|" * (len(_KEYS) + 7)]
     for r in rows:
         md.append(f"| {r['fraction']:g} | {r['train_dialogues']:,} | {r['train_examples']:,} | "
                   + " | ".join(f"{r[k]:.4f}" for k in _KEYS)
-                  + f" | {r['unseen_gold']:.3f} | {r['best_epoch']} | {r['train_s']:.0f} |")
+                  + "".join(f" | {r[k]:.3f}" for k in _INSPECTED) + f" | {r['best_epoch']} | {r['train_s']:.0f} |")
     md += ["", "Log-linear fit R@k = a + b log2(dialogues), through these points only:", ""]
     published = PUBLISHED.get(dataset.lower(), {}).get("MSCRS", {})
     for k, (a, b) in fits.items():
