@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "write_parquet_atomic",
+    "write_figure",
     "read_json",
     "iter_jsonl",
 ]
@@ -133,6 +134,16 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 
 def atomic_write_json(target: str | Path, obj: Any) -> None:
     atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_figure(fig: Any, target: str | Path, dpi: int = 100) -> None:
+    """Lay out a matplotlib figure, write it as a PNG under a temporary name, rename it, close the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
 
 
 def write_parquet_atomic(df: pl.DataFrame, target: str | Path) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from qamrec.config import Config
 from qamrec.eval.evaluate import PUBLISHED, PUBLISHED_SOURCE
 from qamrec.eval.mscrs_sensitivity import TrainFn, reusable_run
-from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
+from qamrec.io import atomic_write_json, atomic_write_text, write_figure
 
 __all__ = ["FRACTIONS", "InspectFn", "run_learning_curve", "log_fit"]
 
@@ -69,10 +69,7 @@ def _plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float]], targ
     ax.set(xlabel="training dialogues", ylabel="test recall", title=f"Learning curve: {dataset}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, target)
 
 
 def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, train: TrainFn,

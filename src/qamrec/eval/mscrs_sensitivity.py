@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qamrec.config import Config
-from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
+from qamrec.io import atomic_write_json, atomic_write_text, write_figure
 
 __all__ = ["K_VALUES", "LAMBDAS", "TrainFn", "reusable_run", "run_mscrs_sensitivity", "sensitivity_plot"]
 
@@ -46,10 +46,7 @@ def sensitivity_plot(xs: list[float], rows: list[dict[str, float]], xlabel: str,
     ax.set(xlabel=xlabel, ylabel="test recall", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, target)
 
 
 def _se(sweeps: dict[str, list[dict[str, Any]]], n: int) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qamrec.eval.protocol import CRSExample
-from qamrec.io import atomic_path, atomic_write_json, atomic_write_text
+from qamrec.io import atomic_write_json, atomic_write_text, write_figure
 
 __all__ = ["SimUser", "sim_users", "simulate", "run_rounds_benchmark", "MODES"]
 
@@ -124,7 +124,4 @@ def _plot(result: dict[str, Any], target: Path) -> None:
             ax.plot(range(1, len(vals) + 1), vals, marker="o", label=mode)
         ax.set(title=f"k = {k}", xlabel="round r", ylabel="SA@r")
         ax.legend()
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, target)

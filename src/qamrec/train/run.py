@@ -30,7 +30,7 @@ from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
 from qamrec.graph.store import Graph, load_graph
-from qamrec.io import atomic_path, atomic_write_json, atomic_write_text, read_json, sha256_file, tmp_prefix
+from qamrec.io import atomic_write_json, atomic_write_text, read_json, sha256_file, tmp_prefix, write_figure
 from qamrec.models.base import Recommender
 from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
@@ -72,10 +72,7 @@ def plot_curves(history: list[dict[str, float]], target: Path) -> None:
             b.plot(ep, [r[k] for r in history], marker="o", label=k[4:])
     b.set(xlabel="epoch", title="dev metrics")
     b.legend()
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, target)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
