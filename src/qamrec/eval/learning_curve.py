@@ -111,7 +111,7 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
     n = rows[-1]["n_examples"]
     se = math.sqrt(max(r["recall@10"] for r in rows) * (1 - max(r["recall@10"] for r in rows)) / max(n, 1))
     md = [f"# Learning curve: {dataset}", "",
-          f"Our model (seed {config.seed}, defaults) trained on seeded shares of the training dialogues "
+          f"Our model (seed {config.seed}) trained on seeded shares of the training dialogues "
           f"(`train.dialogue_fraction`; graph, co-mentions and examples shrink together, dev and test stay) and "
           f"tested on {n:,} test examples (UniCRS protocol). One seed per point: one standard error of recall@10 "
           f"is about {se:.3f}. *Unseen gold* is the share of test examples whose gold item is the target of no "
