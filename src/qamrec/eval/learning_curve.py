@@ -23,8 +23,8 @@ import numpy as np
 
 from qamrec.config import Config
 from qamrec.eval.evaluate import PUBLISHED, PUBLISHED_SOURCE
-from qamrec.eval.mscrs_sensitivity import TrainFn, reusable_run
 from qamrec.io import atomic_write_json, atomic_write_text, write_figure
+from qamrec.train.rundir import TrainFn, reusable_run
 
 __all__ = ["FRACTIONS", "InspectFn", "run_learning_curve", "log_fit"]
 

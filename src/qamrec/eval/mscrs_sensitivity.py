@@ -9,7 +9,6 @@ and the two plots ``mscrs_sensitivity_<dataset>_k.png`` / ``_lambda.png``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -18,15 +17,14 @@ from typing import Any
 
 from qamrec.config import Config
 from qamrec.io import atomic_write_json, atomic_write_text, write_figure
+from qamrec.train.rundir import TrainFn, reusable_run
 
-__all__ = ["K_VALUES", "LAMBDAS", "TrainFn", "reusable_run", "run_mscrs_sensitivity", "sensitivity_plot"]
+__all__ = ["K_VALUES", "LAMBDAS", "run_mscrs_sensitivity", "sensitivity_plot"]
 
 K_VALUES: tuple[int, ...] = (5, 10, 20, 50, 100)
 LAMBDAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 _KEYS = ("recall@1", "recall@10", "recall@50", "ndcg@10")
 
-#: ``train(dataset, run_dir, config)`` -> the ``metrics.json`` of the run it wrote
-TrainFn = Callable[[str, Path, Config], dict[str, Any]]
 
 
 def sensitivity_plot(xs: list[float], rows: list[dict[str, float]], xlabel: str, title: str, target: Path,
@@ -54,18 +52,6 @@ def _se(sweeps: dict[str, list[dict[str, Any]]], n: int) -> float:
     return math.sqrt(p * (1 - p) / max(n, 1))
 
 
-def reusable_run(run: Path, config: Config, dataset: str, model: str = "mscrs") -> dict[str, Any] | None:
-    """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
-    None."""
-    try:
-        saved = json.loads((run / "config.json").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
-    same = saved == json.loads(config.model_dump_json()) | {"dataset": dataset}
-    return metrics if same and metrics.get("model") == model else None
-
-
 def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, train: TrainFn,
                           log: Callable[[str], None] = print, k_values: tuple[int, ...] = K_VALUES,
                           lambdas: tuple[float, ...] = LAMBDAS) -> dict[str, Any]:
@@ -80,7 +66,7 @@ def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, t
         if (k, lam) not in done:
             c = config.with_overrides([f"model.mscrs.knn={k}", f"model.mscrs.fusion={lam}"])
             run = runs / f"{dataset}-k{k}-lambda{lam:g}"
-            m = reusable_run(run, c, dataset)
+            m = reusable_run(run, c, dataset, "mscrs")
             if m is None:
                 log(f"[k={k} lambda={lam:g}] training")
                 m = train(dataset, run, c)

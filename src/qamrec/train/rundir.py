@@ -9,22 +9,29 @@ file. :func:`validate_run` checks a run directory before anything loads it: ever
 for its files only (a warning says so).
 
 A run directory is assembled under a temporary name beside it and swapped into place by :func:`replace_dir`
-(two renames); :func:`recover` finishes what a process killed in between left behind.
+(two renames); :func:`recover` finishes what a process killed in between left behind. Sweeps and curves
+that train one run per point reuse a complete run with the same configuration (:func:`reusable_run`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qamrec.errors import DigestMismatchError, MissingDataError
 from qamrec.io import atomic_write_json, read_json, remove_stale_tmp, sha256_file, stale_tmp, tmp_prefix
 
-__all__ = ["MANIFEST", "RUN_FILES", "write_manifest", "validate_run", "in_progress", "replace_dir", "recover"]
+if TYPE_CHECKING:
+    from qamrec.config import Config
+
+__all__ = ["MANIFEST", "RUN_FILES", "TrainFn", "write_manifest", "validate_run", "in_progress", "replace_dir",
+           "recover", "reusable_run"]
 
 _log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
@@ -116,3 +123,20 @@ def recover(out: Path) -> None:
         if started:
             os.replace(started[-1], out)
     remove_stale_tmp(out.parent, out.name)
+
+
+#: ``train(dataset, run_dir, config)`` -> the ``metrics.json`` of the run it wrote (sweeps and curves train
+#: through it)
+TrainFn = Callable[[str, Path, "Config"], dict[str, Any]]
+
+
+def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[str, Any] | None:
+    """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
+    None."""
+    try:
+        saved = json.loads((run / "config.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = saved == json.loads(config.model_dump_json()) | {"dataset": dataset}
+    return metrics if same and metrics.get("model") == model else None
