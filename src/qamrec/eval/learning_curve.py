@@ -24,7 +24,7 @@ import numpy as np
 from qamrec.config import Config
 from qamrec.eval.evaluate import PUBLISHED, PUBLISHED_SOURCE
 from qamrec.io import atomic_write_json, atomic_write_text, write_figure
-from qamrec.train.rundir import TrainFn, reusable_run
+from qamrec.train.rundir import TrainFn, train_or_reuse
 
 __all__ = ["FRACTIONS", "InspectFn", "run_learning_curve", "log_fit"]
 
@@ -84,12 +84,7 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
     for f in sorted(fractions):
         c = config.with_overrides([f"train.dialogue_fraction={f}"])
         run = runs / f"{dataset}-f{f:g}"
-        m = reusable_run(run, c, dataset, "qamrec")
-        if m is None:
-            log(f"[{f:g} of the training dialogues] training")
-            m = train(dataset, run, c)
-        else:
-            log(f"[{f:g} of the training dialogues] reusing {run}")
+        m = train_or_reuse(run, c, dataset, "qamrec", train, f"{f:g} of the training dialogues", log)
         info = inspect(c, run)
         rows.append({"fraction": f, "train_dialogues": int(info["train_dialogues"]),
                      "train_examples": int(m["n_train"]), **{k: float(m["test"][k]) for k in _KEYS},

@@ -17,7 +17,7 @@ from typing import Any
 
 from qamrec.config import Config
 from qamrec.io import atomic_write_json, atomic_write_text, write_figure
-from qamrec.train.rundir import TrainFn, reusable_run
+from qamrec.train.rundir import TrainFn, train_or_reuse
 
 __all__ = ["K_VALUES", "LAMBDAS", "run_mscrs_sensitivity", "sensitivity_plot"]
 
@@ -66,12 +66,7 @@ def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, t
         if (k, lam) not in done:
             c = config.with_overrides([f"model.mscrs.knn={k}", f"model.mscrs.fusion={lam}"])
             run = runs / f"{dataset}-k{k}-lambda{lam:g}"
-            m = reusable_run(run, c, dataset, "mscrs")
-            if m is None:
-                log(f"[k={k} lambda={lam:g}] training")
-                m = train(dataset, run, c)
-            else:
-                log(f"[k={k} lambda={lam:g}] reusing {run}")
+            m = train_or_reuse(run, c, dataset, "mscrs", train, f"k={k} lambda={lam:g}", log)
             done[(k, lam)] = {"k": k, "lambda": lam, **{key: float(m["test"][key]) for key in _KEYS},
                               "n_examples": int(m["test"]["n_examples"]), "best_epoch": m.get("best_epoch"),
                               "train_s": round(float(m.get("train_seconds") or 0.0), 1)}

@@ -10,7 +10,7 @@ for its files only (a warning says so).
 
 A run directory is assembled under a temporary name beside it and swapped into place by :func:`replace_dir`
 (two renames); :func:`recover` finishes what a process killed in between left behind. Sweeps and curves
-that train one run per point reuse a complete run with the same configuration (:func:`reusable_run`).
+that train one run per point reuse a complete run with the same configuration (:func:`train_or_reuse`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from qamrec.config import Config
 
 __all__ = ["MANIFEST", "RUN_FILES", "TrainFn", "write_manifest", "validate_run", "in_progress", "replace_dir",
-           "recover", "reusable_run"]
+           "recover", "reusable_run", "train_or_reuse"]
 
 _log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
@@ -140,3 +140,15 @@ def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[st
         return None
     same = saved == json.loads(config.model_dump_json()) | {"dataset": dataset}
     return metrics if same and metrics.get("model") == model else None
+
+
+def train_or_reuse(run: Path, config: Config, dataset: str, model: str, train: TrainFn, label: str,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """The metrics of ``run``: reused when it is complete with exactly this configuration
+    (:func:`reusable_run`), else trained by ``train``. ``label`` names the point in the log line."""
+    m = reusable_run(run, config, dataset, model)
+    if m is None:
+        log(f"[{label}] training")
+        return train(dataset, run, config)
+    log(f"[{label}] reusing {run}")
+    return m
