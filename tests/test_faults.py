@@ -248,8 +248,11 @@ def test_corrupted_graph_is_rebuilt_from_the_cache(fault_home: Path, graph_folde
 
 @pytest.fixture(scope="module")
 def trained(fault_home: Path, graph_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two tiny trainings side by side: ``reference`` in process, uninterrupted; ``killed`` in a subprocess,
-    SIGKILLed at a random moment after the first epoch's checkpoint (mostly in the second, last epoch)."""
+    """Two tiny trainings: ``killed`` in a subprocess, SIGKILLed at a random moment after the first epoch's
+    checkpoint (mostly in the second, last epoch), then ``reference`` in process, uninterrupted.
+
+    One after the other, not side by side: watching for the checkpoint must start at once, or on a fast
+    machine the subprocess ends while the reference still trains and the kill point is missed."""
     from qamrec.cli import _make_model
     from qamrec.train.run import train_run
 
@@ -257,6 +260,7 @@ def trained(fault_home: Path, graph_folder: Path, tmp_path_factory: pytest.TempP
     killed, log = root / "killed", root / "killed.log"
     proc = _start(fault_home, log, *[a for s in TINY for a in ("--set", s)],
                   "train", "--dataset", "inspired", "--out", str(killed))
+    _kill_after(proc, (killed / "checkpoint/checkpoint.json").exists, random.Random(SEED).uniform(0.0, 1.5), log)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train.threads=1 in the subprocess: the same arithmetic, bit for bit
     try:
@@ -264,7 +268,6 @@ def trained(fault_home: Path, graph_folder: Path, tmp_path_factory: pytest.TempP
                   make_model=_make_model("qamrec"))
     finally:
         torch.set_num_threads(threads)
-    _kill_after(proc, (killed / "checkpoint/checkpoint.json").exists, random.Random(SEED).uniform(0.0, 1.5), log)
     return {"reference": root / "reference", "killed": killed, "log": log}
 
 
