@@ -47,7 +47,7 @@ def log_fit(n: list[float], y: list[float]) -> tuple[float, float]:
 
 
 def _plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float]], target_n: int, dataset: str,
-          target: Path) -> None:
+          published: dict[str, float], target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,7 +56,6 @@ def _plot(rows: list[dict[str, Any]], fits: dict[str, tuple[float, float]], targ
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ns = [r["train_dialogues"] for r in rows]
     grid = np.geomspace(min(ns), max(target_n, max(ns)), 50)
-    published = PUBLISHED.get(dataset.lower(), {}).get("MSCRS", {})
     for k, marker in (("recall@10", "s"), ("recall@50", "^")):
         line = ax.plot(ns, [r[k] for r in rows], marker=marker, label=k)[0]
         a, b = fits[k]
@@ -101,10 +100,11 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
               "target_dialogues": target_n, "wall_s": round(time.perf_counter() - t0, 1)}
     out.mkdir(parents=True, exist_ok=True)
     stem = f"learning_curve_{dataset}"
+    published = PUBLISHED.get(dataset.lower(), {}).get("MSCRS", {})
     atomic_write_json(out / f"{stem}.json", result)
-    _plot(rows, fits, target_n, dataset, out / f"{stem}.png")
-    n = rows[-1]["n_examples"]
-    se = math.sqrt(max(r["recall@10"] for r in rows) * (1 - max(r["recall@10"] for r in rows)) / max(n, 1))
+    _plot(rows, fits, target_n, dataset, published, out / f"{stem}.png")
+    n, p = rows[-1]["n_examples"], max(r["recall@10"] for r in rows)
+    se = math.sqrt(p * (1 - p) / max(n, 1))
     md = [f"# Learning curve: {dataset}", "",
           f"Our model (seed {config.seed}) trained on seeded shares of the training dialogues "
           f"(`train.dialogue_fraction`; graph, co-mentions and examples shrink together, dev and test stay) and "
@@ -119,7 +119,6 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
                   + " | ".join(f"{r[k]:.4f}" for k in _KEYS)
                   + "".join(f" | {r[k]:.3f}" for k in _INSPECTED) + f" | {r['best_epoch']} | {r['train_s']:.0f} |")
     md += ["", "Log-linear fit R@k = a + b log2(dialogues), through these points only:", ""]
-    published = PUBLISHED.get(dataset.lower(), {}).get("MSCRS", {})
     for k, (a, b) in fits.items():
         md.append(f"- {k}: +{b:.4f} per doubling; **extrapolated** to {target_n:,} training dialogues: "
                   f"{a + b * math.log2(target_n):.3f} (a trend, not a measurement)"
