@@ -25,8 +25,8 @@ from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.protocol import CRSExample, read_crs_examples, read_item_ids
 from qamrec.io import read_json, sha256_file
 
-__all__ = ["CRSSource", "CRS_SOURCES", "CRSData", "load_crs", "examples_from_turns", "split_dialogues",
-           "transfer_examples"]
+__all__ = ["CRSSource", "CRS_SOURCES", "CRSData", "load_crs", "examples_from_turns", "list_examples",
+           "split_dialogues", "transfer_examples"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,15 @@ class CRSSource:
     train_file: str | None = None  # a training file in the same format, if the dataset has one
     turns_table: tuple[str, str] | None = None  # (step, table) of raw turns when there is no training file
     valid_source: str | None = None  # raw dialogue file the validation file was processed from (same order)
+    lists_table: tuple[str, str] | None = None  # (step, table) of training conversations known as movie lists
+    base_sources: tuple[str, ...] = ()  # raw dialogue files that are not extra training data (all when empty)
 
 
 CRS_SOURCES: dict[str, CRSSource] = {
     "redial": CRSSource("redial", "redial_entity", "redial/unicrs/item_ids.json", "redial/unicrs/entity2id.json",
                         "redial/unicrs/valid_data_processed.jsonl", turns_table=("catalog", "redial_turns"),
-                        valid_source="unicrs_valid_dialogs.jsonl"),
+                        valid_source="unicrs_valid_dialogs.jsonl", lists_table=("catalog", "redial_movie_lists"),
+                        base_sources=("unicrs_valid_dialogs.jsonl", "crslab_valid_dialogs.jsonl")),
     "inspired": CRSSource("inspired", "inspired_entity", "inspired/unicrs/item_ids.json",
                           "inspired/unicrs/entity2id.json", "inspired/unicrs/valid_data_dbpedia.jsonl",
                           train_file="inspired/unicrs/train_data_dbpedia.jsonl"),
@@ -133,6 +136,51 @@ def transfer_examples(other: CRSData, entity2id: dict[str, int], entity_movie: d
     return out
 
 
+def list_examples(lists: pl.DataFrame, titles: dict[int, str], first_dialogue: int,
+                  items: set[int]) -> list[CRSExample]:
+    """Training examples from conversations known only as ordered movie lists (no text).
+
+    Every movie after the first is a gold item (when it is a candidate) whose context is the movies before it:
+    their entities, and as text one short utterance per movie built from its title ("I liked Heat (1995).",
+    or the title alone where the source does not say it was liked). Conversation ``k`` of ``lists`` (in its
+    order) is dialogue ``first_dialogue + k``; ``turn`` is the gold movie's position.
+    """
+    out: list[CRSExample] = []
+    rows = lists.drop_nulls("entity").sort("dialogue_id", "position", maintain_order=True)
+    for k, (_, part) in enumerate(rows.group_by("dialogue_id", maintain_order=True)):
+        context: list[str] = []
+        entities: list[int] = []
+        for pos, (e, liked) in enumerate(part.select("entity", "liked").iter_rows()):
+            if pos and e in items and e not in entities:
+                out.append(CRSExample(dialogue=first_dialogue + k, turn=pos, context=tuple(context),
+                                      entities=tuple(entities), item=int(e), resp=""))
+            title = titles.get(int(e), "")
+            context.append(f"I liked {title}." if liked else f"{title}?")
+            if e not in entities:
+                entities.append(int(e))
+    return out
+
+
+def _titles(prepared: Path, entity_movie: dict[int, int]) -> dict[int, str]:
+    """Entity id -> "Title (Year)" of its catalog movie."""
+    movies = load_table(prepared, "catalog", "movies").select("movie_id", "title", "year")
+    name = {m: (f"{t} ({y})" if y else str(t)) for m, t, y in movies.iter_rows()}
+    return {e: name.get(m, "") for e, m in entity_movie.items()}
+
+
+def _movie_lists(prepared: Path, src: CRSSource, exclude: set[str], config: Config) -> pl.DataFrame | None:
+    """The movie-list conversations of ``src`` that are not in ``exclude`` (dialogues with text, held-out and
+    dev ones included), with their ``entity``; None when the dataset has none or ``train.extra_dialogues`` is off."""
+    if src.lists_table is None or not config.train.extra_dialogues:
+        return None
+    step, table = src.lists_table
+    try:
+        lists = load_table(prepared, step, table)
+    except MissingDataError:
+        return None
+    return lists.filter(~pl.col("dialogue_id").is_in(list(exclude)))
+
+
 def _dev_split(examples: list[CRSExample], fraction: float, seed: int) -> tuple[list[CRSExample], list[CRSExample]]:
     dialogues = sorted({e.dialogue for e in examples})
     dev = set(np.asarray(dialogues)[split_dialogues(len(dialogues), fraction, seed + 1)].tolist())
@@ -170,12 +218,21 @@ def load_crs(name: str, config: Config) -> CRSData:
         heldout = split_dialogues(len(first), config.graph.heldout_fraction, config.seed).tolist()
         held_ids = {first[i] for i in heldout}
         turns = turns.filter(~pl.col("dialogue_id").is_in(list(held_ids)))
+        if src.base_sources and not config.train.extra_dialogues:  # the "no new data" ablation
+            base = dialogues.filter(pl.col("source").is_in(list(src.base_sources)))["dialogue_id"].to_list()
+            turns = turns.filter(pl.col("dialogue_id").is_in(base))
         examples = examples_from_turns(turns)
         order = sorted(turns["dialogue_id"].unique().to_list())
     train, dev = _dev_split(examples, config.train.dev_fraction, config.seed)
     dev_d = {e.dialogue for e in dev}
     if config.train.seeker_targets and src.turns_table:  # more training targets; dev stays as the protocol
         train = [e for e in examples_from_turns(turns, ("recommender", "seeker")) if e.dialogue not in dev_d]
+    lists = _movie_lists(prepared, src, set(order) | (held_ids if src.turns_table else set()), config)
+    if lists is not None:  # conversations known only as movie lists: training examples and graph dialogues
+        list_ids = lists["dialogue_id"].unique(maintain_order=True).to_list()
+        train += list_examples(lists, titles=_titles(prepared, entity_movie), first_dialogue=len(order),
+                               items=set(read_item_ids(raw / src.item_ids)))
+        order = order + list_ids
     pool = [i for i in range(len(order)) if i not in dev_d]
     if config.train.dialogue_fraction < 1.0:  # a learning curve: fewer training dialogues, same dev and test
         pool = [pool[i] for i in split_dialogues(len(pool), config.train.dialogue_fraction, config.seed + 2)]
@@ -188,23 +245,40 @@ def load_crs(name: str, config: Config) -> CRSData:
         whole = config.with_overrides(["train.transfer=", "train.dialogue_fraction=1"])  # all of the other's
         train += transfer_examples(load_crs(other, whole), entity2id, entity_movie, read_item_ids(raw / src.item_ids))
     kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
+
     return CRSData(
         name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
         item_ids=read_item_ids(raw / src.item_ids), entity_movie=entity_movie, train=train, dev=dev,
         train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, all_links,
-                                  prepared, src.kg_step),
+                                  prepared, src.kg_step,
+                                  None if lists is None else lists.filter(pl.col("dialogue_id").is_in(train_ids))),
         test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
         n_train_dialogues=len(pool),
     )
 
 
 def _mentions(turns: pl.DataFrame, entity_movie: dict[int, int], links: pl.DataFrame, prepared: Path,
-              step: str) -> pl.DataFrame:
+              step: str, lists: pl.DataFrame | None = None) -> pl.DataFrame:
     """dialogue_id, movie_id, liked, disliked, seen: the movies each training dialogue mentions.
 
     The seeker's answers come from the raw ReDial questionnaires where the step has them (1 = yes, 0 = no,
-    anything else unknown); otherwise all three are 0.
+    anything else unknown); otherwise all three are 0. Movie-list conversations (``lists``) give liked as
+    their source says and neither disliked nor seen.
     """
+    text = _text_mentions(turns, entity_movie, links, prepared, step)
+    if lists is None or lists.is_empty():
+        return text
+    movie = pl.col("entity").replace_strict(entity_movie, default=None, return_dtype=pl.Int64)
+    zero = pl.lit(0.0, pl.Float32)
+    extra = (lists.drop_nulls("entity").select("dialogue_id", movie.alias("movie_id"),
+                                               pl.col("liked").cast(pl.Float32))
+             .drop_nulls("movie_id").unique(["dialogue_id", "movie_id"], keep="first", maintain_order=True)
+             .select("dialogue_id", "movie_id", "liked", zero.alias("disliked"), zero.alias("seen")))
+    return pl.concat([text, extra]).sort("dialogue_id", "movie_id")
+
+
+def _text_mentions(turns: pl.DataFrame, entity_movie: dict[int, int], links: pl.DataFrame, prepared: Path,
+                   step: str) -> pl.DataFrame:
     rows = (turns.select("dialogue_id", pl.col("movie_entities").alias("e")).explode("e").drop_nulls("e")
             .with_columns(pl.col("e").replace_strict(entity_movie, default=None, return_dtype=pl.Int64)
                           .alias("movie_id")).drop_nulls("movie_id").select("dialogue_id", "movie_id").unique())

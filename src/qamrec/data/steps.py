@@ -13,12 +13,20 @@ import polars as pl
 from qamrec.data import movielens as ml
 from qamrec.data.prepare import Step, Table, load_table
 from qamrec.data.redial import read_id2info, read_movies_with_mentions, read_redial_dialogues, read_unicrs_examples
+from qamrec.data.redial_lists import read_movie_lists
 from qamrec.io import read_json
 
-__all__ = ["ALL", "REDIAL_RAW", "MOVIELENS_DIRS"]
+__all__ = ["ALL", "REDIAL_RAW", "REDIAL_LISTS", "REDIAL_LIST_IDS", "MOVIELENS_DIRS"]
 
-#: the raw ReDial files, de-duplicated in this order (the UniCRS split first: it is the ground truth)
-REDIAL_RAW = ("redial/raw/unicrs_valid_dialogs.jsonl", "redial/raw/crslab_valid_dialogs.jsonl")
+#: the raw ReDial files, de-duplicated in this order (the UniCRS split first: it is the ground truth; then the
+#: official train split when it was downloaded, then the train dialogues public repositories keep). All are
+#: dialogues of the official TRAIN split; the official test file is never read as training data.
+REDIAL_RAW = ("redial/raw/unicrs_valid_dialogs.jsonl", "redial/raw/crslab_valid_dialogs.jsonl",
+              "redial/raw/train_data.jsonl", "redial/train_extra/train_dialogs_union.jsonl")
+#: train conversations as ordered movie lists (no text), and the map of their movie indices to ReDial movieIds
+REDIAL_LISTS = ("redial/train_extra/movie_level/ReDialRnGChronoTRAIN.json",
+                "redial/train_extra/movie_level/ReDialRnGChronoVALID.json")
+REDIAL_LIST_IDS = "redial/train_extra/movie_level/redial_id_to_index.json"
 _REDIAL_UNICRS = "redial/unicrs"
 _INSPIRED_UNICRS = "inspired/unicrs"
 _INSPIRED_SPLITS = {"train": "inspired/unicrs/train_data_dbpedia.jsonl", "valid": "inspired/unicrs/valid_data_dbpedia.jsonl"}
@@ -54,6 +62,9 @@ def _redial(raw: Path, _: Path, notes: list[str]) -> dict[str, Table]:
         "movies_named": read_movies_with_mentions(raw / "redial/movies_with_mentions.csv"),
         "valid_examples": read_unicrs_examples(raw / _REDIAL_UNICRS / "valid_data_processed.jsonl"),
     }
+    lists = [raw / f for f in REDIAL_LISTS if (raw / f).exists()]
+    if lists and (raw / REDIAL_LIST_IDS).exists():
+        tables["movie_lists"] = read_movie_lists(lists, raw / REDIAL_LIST_IDS)
     return tables | _kg_tables(raw / _REDIAL_UNICRS)
 
 
@@ -201,6 +212,10 @@ def _catalog(raw: Path, prepared: Path, notes: list[str]) -> dict[str, Table]:
             pl.col("movies").map_elements(
                 lambda ms: [e for m in ms if (e := row_entity.get(entity_of.get(int(m), -1))) is not None],
                 return_dtype=pl.List(pl.Int64)).alias("movie_entities"))
+        if (lists := table("redial", "movie_lists")) is not None:  # movie-list conversations, same entity space
+            out["redial_movie_lists"] = lists.with_columns(
+                pl.col("redial_id").map_elements(lambda m: row_entity.get(entity_of.get(int(m), -1)),
+                                                 return_dtype=pl.Int64).alias("entity"))
     return out
 
 
@@ -211,7 +226,7 @@ _MOVIELENS_STEPS = [
 ALL: tuple[Step, ...] = (
     Step("redial", ("redial/id2info.json", "redial/movies_with_mentions.csv", REDIAL_RAW[0],
                     f"{_REDIAL_UNICRS}/valid_data_processed.jsonl") + tuple(f"{_REDIAL_UNICRS}/{f}" for f in _KG_FILES),
-         _redial, optional=REDIAL_RAW[1:] + (f"{_REDIAL_UNICRS}/relation_set.json",)),
+         _redial, optional=REDIAL_RAW[1:] + REDIAL_LISTS + (REDIAL_LIST_IDS, f"{_REDIAL_UNICRS}/relation_set.json")),
     Step("inspired", tuple(_INSPIRED_SPLITS.values()) + tuple(f"{_INSPIRED_UNICRS}/{f}" for f in _KG_FILES),
          _inspired, optional=(f"{_INSPIRED_UNICRS}/relation_set.json",)),
     *_MOVIELENS_STEPS,

@@ -340,6 +340,8 @@ def graph_key(name: str, config: Config) -> str:
         parts["modalities"] = list(MOVIE_MODALITIES)
     if config.train.dialogue_fraction < 1.0:  # fewer training dialogues in the graph
         parts["dialogue_fraction"] = config.train.dialogue_fraction
+    if not config.train.extra_dialogues:  # only the base training dialogues in the graph
+        parts["extra_dialogues"] = False
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
