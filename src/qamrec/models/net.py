@@ -11,6 +11,7 @@ from qamrec.graph.store import Graph
 from qamrec.models.gat import GATEncoder
 from qamrec.models.modality import ModalityGate
 from qamrec.models.pooling import QueryAwarePooling
+from qamrec.models.prior import ItemPrior, prior_features
 from qamrec.models.query import POOLED_TYPES, QueryBatch
 
 __all__ = ["QAMRecNet"]
@@ -30,7 +31,9 @@ class QAMRecNet(nn.Module):
        have learned embeddings.
     2. :class:`~qamrec.models.gat.GATEncoder` over all relations (or a per-type MLP: the no-graph ablation).
     3. Items: :math:`\mathbf{v}_j = \mathbf{W}_v \mathbf{h}_{m(j)}` for candidate :math:`j` on movie node
-       :math:`m(j)`, with a bias :math:`b_j`. They depend on the graph only, so they are precomputed for serving.
+       :math:`m(j)`, with a bias :math:`b_j` (``model.item_prior``: predicted from popularity features and
+       content by :class:`~qamrec.models.prior.ItemPrior`, so that a movie no training example targets is not
+       condemned; else a free parameter). They depend on the graph only, so they are precomputed for serving.
     4. Query: :math:`\mathbf{q} = \mathrm{MLP}(\mathbf{x}^{text}_{query})`; :math:`\mathbf{g}` =
        :class:`~qamrec.models.pooling.QueryAwarePooling` of the query's node set.
     5. Fusion and score: :math:`\mathbf{p} = \mathbf{q} + \mathrm{MLP}([\mathbf{q} \| \mathbf{g} \|
@@ -92,7 +95,12 @@ class QAMRecNet(nn.Module):
         self.pool = QueryAwarePooling(h, cfg.pooling)
         self.fuse = _mlp(3 * h, h, cfg.dropout)
         self.item = nn.Linear(h, h)
-        self.bias = nn.Parameter(torch.zeros(len(graph.meta["candidates"])))
+        if cfg.item_prior:  # the bias predicted from popularity features and content, shared per movie
+            self.prior: ItemPrior | None = ItemPrior(prior_features(graph), movie.x_text if cfg.text_features
+                                                     else None, self.candidates)
+        else:  # a free bias per candidate
+            self.prior = None
+            self.free_bias = nn.Parameter(torch.zeros(len(graph.meta["candidates"])))
         if cfg.text_features:
             cand_text = nn.functional.normalize(movie.x_text.float()[graph.meta["candidates"]], dim=1)
             self.register_buffer("cand_text", cand_text, persistent=False)
@@ -101,6 +109,25 @@ class QAMRecNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         #: the modality gate (created last, so the other parameters' initialisation does not depend on it)
         self.gate: ModalityGate | None = self._make_gate(graph) if cfg.modality_gate else None
+
+    @property
+    def bias(self) -> Tensor:
+        """``[n_candidates]`` the score bias of each candidate (:class:`~qamrec.models.prior.ItemPrior`, or free)."""
+        return self.prior() if self.prior is not None else self.free_bias
+
+    def regularizer(self) -> Tensor:
+        r"""What the training loss adds: :math:`\lambda \sum_m c_m^2` over the prior's free residuals."""
+        if self.prior is None or not self.cfg.bias_l2:
+            return torch.zeros(())
+        return self.cfg.bias_l2 * self.prior.penalty()
+
+    @torch.no_grad()
+    def init_bias(self, counts: Tensor) -> None:
+        """Start the bias at log popularity among the training targets (``counts`` per candidate)."""
+        if self.prior is not None:
+            self.prior.init_from_counts(counts)
+        else:
+            self.free_bias.copy_(torch.log1p(counts) - torch.log1p(counts).mean())
 
     def _make_gate(self, graph: Graph) -> ModalityGate:
         """The gate over the candidates' modalities; buffers ``mod_x_<k>`` [C, D_k] and ``mod_mask`` [C, K]."""

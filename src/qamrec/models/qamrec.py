@@ -66,11 +66,10 @@ class QAMRec(Recommender):
             **kwargs: Any) -> QAMRec:
         self._setup(graph)
         train_q, gold, dev_q = training_data(self.featurize, crs, graph.meta["item_ids"])
-        with torch.no_grad():  # start the item biases at log popularity among the training examples
-            counts = torch.bincount(gold, minlength=len(graph.meta["item_ids"])).float()
-            self.net.bias.copy_(torch.log1p(counts) - torch.log1p(counts).mean())  # type: ignore[union-attr]
+        # start the item biases at log popularity among the training examples
+        self.net.init_bias(torch.bincount(gold, minlength=len(graph.meta["item_ids"])).float())  # type: ignore[union-attr]
         self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
-                               self.train_cfg, self.seed, on_epoch)
+                               self.train_cfg, self.seed, on_epoch, seen_items={e.item for e in crs.train})
         self._precomputed = None
         return self
 

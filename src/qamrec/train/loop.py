@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,10 +51,12 @@ def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarr
 
 def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: QueryBatch,
             dev_examples: Sequence[CRSExample], item_ids: Sequence[int], cfg: TrainConfig, seed: int,
-            on_epoch: Callable[[dict[str, float]], None] = lambda r: None) -> TrainHistory:
+            on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
+            seen_items: Collection[int] | None = None) -> TrainHistory:
     """Train ``net`` in place; it ends with the weights of the best dev epoch.
 
-    ``on_epoch`` gets each epoch's row once that epoch's checkpoint (if any) is on disk.
+    ``on_epoch`` gets each epoch's row once that epoch's checkpoint (if any) is on disk. With ``seen_items``
+    (the training targets) each row also has the dev recall@50 of the examples whose answer is none of them.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -79,7 +81,7 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         losses = []
         for idx in torch.randperm(len(train_q), generator=gen).split(cfg.batch_size):
             scores = net(subset(train_q, idx))
-            loss = torch.nn.functional.cross_entropy(scores, train_gold[idx])
+            loss = torch.nn.functional.cross_entropy(scores, train_gold[idx]) + net.regularizer()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -87,8 +89,10 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": time.perf_counter() - t0}
         if len(dev_examples):
-            m = evaluate(score_batches(net, dev_q), dev_examples, item_ids)
+            m = evaluate(score_batches(net, dev_q), dev_examples, item_ids, seen_items=seen_items)
             row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
+            if seen_items is not None:
+                row["dev_unseen_recall@50"] = float(m["unseen_gold.recall@50"])
         hist.epochs.append(row)
         ndcg = row.get("dev_ndcg@10", -row["loss"])
         if ndcg > hist.best_ndcg:
