@@ -323,14 +323,14 @@ def train(
     """Train a model (graph built or reused first) and write a run directory."""
     from qamrec.train.scale import is_scale_dataset
 
+    from qamrec.train.run import test_summary
+
     if is_scale_dataset(dataset):
         return _train_scale(dataset, out, model, overwrite, resume)
     m = _train(dataset, out, model, overwrite, cfg(), resume=resume)
     if m.get("resumed_from_epoch"):
         console.print(f"resumed from the checkpoint of epoch {m['resumed_from_epoch']} in {out / 'checkpoint'}")
-    _print_metrics({m["model"]: m["test"]}, dataset, f"{m['test']['n_examples']:,} test examples "
-                   f"({m['test_examples_excluded_as_training']:,} of {m['test_examples_in_file']:,} in "
-                   f"{Path(m['test_file']).name} excluded: their dialogues are training data)")
+    _print_metrics({m["model"]: m["test"]}, dataset, test_summary(m))
     console.print(f"run directory: {out}")
     _print_model_note(model)
 
@@ -417,14 +417,20 @@ def benchmark_crs(
     test: Annotated[Optional[Path], typer.Option(help="test file (UniCRS format); default: the held-out/validation file")] = None,
     out: Annotated[Path, typer.Option(help="folder for the table, JSON, chart and runs")] = Path("bench"),
     only: Annotated[Optional[list[str]], typer.Option(help="run only these variants (repeatable)")] = None,
+    seeds: Annotated[str, typer.Option(help="seeds, comma-separated: each row is the mean ± std over them")] = "0",
 ) -> None:
     """Baselines, our model and its ablations on the UniCRS protocol: markdown table + JSON + bar chart."""
     from qamrec.eval.benchmark import run_crs_benchmark
 
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        raise QamrecError(f"--seeds {seeds!r}: give integers like 0,1,2") from None
     run_crs_benchmark(
         dataset, cfg(), out, test,
         train=lambda d, run, model, c: _train(d, run, model, True, c, quiet=True),
-        evaluate_run=lambda run, t: _evaluate_run(run, t)[0], only=only, log=lambda m: console.print(m, markup=False, highlight=False))
+        evaluate_run=lambda run, t: _evaluate_run(run, t)[0], only=only,
+        log=lambda m: console.print(m, markup=False, highlight=False), seeds=seed_list or [0])
     console.print((out / f"crs_{dataset}.md").read_text())
     console.print(f"wrote {out / f'crs_{dataset}.md'}, .json and .png")
 
@@ -518,6 +524,9 @@ def benchmark_rounds(
     item_movie = {e: int(engine.cand_movie[j]) for j, e in enumerate(engine.graph.meta["item_ids"])}
     sims = sim_users(examples, item_movie)
     sims = sims[:users] if users else sims
+    if not sims:
+        raise QamrecError(f"{run} held out no test dialogues of {test.name} (it trained on all of them): train a "
+                          "run with --set graph.heldout_fraction=0.3 to simulate users from its held-out dialogues")
     console.print(f"{len(sims)} simulated users from {test.name} ({dataset})")
     with _progress() as bar:
         task = bar.add_task("sessions", total=None)
@@ -659,7 +668,7 @@ def bench_scale(
 
 
 def _run_or_default(run: Path | None) -> Path:
-    from qamrec.train.run import RUN_FILES
+    from qamrec.train.run import RUN_FILES, test_summary
 
     c = cfg()
     run = run or c.runs_dir / "default"
@@ -795,8 +804,7 @@ def demo(
         console.print(f"training the demo model on {dataset} (once; it is cached in {run})")
         tc = c.model_copy(update={"train": c.train.model_copy(update={"epochs": min(c.train.epochs, epochs)})})
         m = _train(dataset, run, "qamrec", True, tc)
-        console.print(f"held-out recall@10 {m['test']['recall@10']:.3f}, recall@50 {m['test']['recall@50']:.3f} "
-                      f"on {m['test']['n_examples']:,} examples")
+        console.print(test_summary(m))
     engine = _engine(run)
     from qamrec.serve.engine import UnknownTitleError
 

@@ -16,9 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["DataConfig", "FeatureConfig", "GraphConfig", "MSCRSConfig",
+__all__ = ["BENCHMARK_HELDOUT", "DataConfig", "FeatureConfig", "GraphConfig", "MSCRSConfig",
            "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
            "Config", "load_config"]
+
+
+#: the share of ReDial's published validation dialogues that the benchmark commands hold out for testing when
+#: no test file is given (``graph.heldout_fraction``); with ``--test FILE`` they train on everything else
+BENCHMARK_HELDOUT = 0.3
 
 
 class DataConfig(BaseModel):
@@ -59,9 +64,11 @@ class GraphConfig(BaseModel):
     comention_min: int = Field(default=1, ge=1, description="co-mentions needed for a movie-movie edge")
     text_knn: int = Field(default=10, ge=0, description="text-similarity neighbours per movie (0: none)")
     poster_knn: int = Field(default=10, ge=0, description="poster-similarity neighbours per movie (0: none)")
-    heldout_fraction: float = Field(default=0.3, ge=0.0, lt=1.0,
+    heldout_fraction: float = Field(default=0.0, ge=0.0, lt=1.0,
                                     description="share of the published validation dialogues held out for testing "
-                                                "when they are also the training pool (ReDial)")
+                                                "when they are also the training pool (ReDial). 0: train on all "
+                                                "(the product); the benchmark commands hold out "
+                                                "BENCHMARK_HELDOUT when no --test FILE is given")
 
 
 class MSCRSConfig(BaseModel):
@@ -96,6 +103,11 @@ class ModelConfig(BaseModel):
     text_features: bool = True
     poster_features: bool = True
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
+    item_prior: bool = Field(default=True, description="each candidate's bias predicted from its popularity "
+                                                       "features (MovieLens ratings, dialogue mentions) and text, "
+                                                       "shared per movie, plus a small free residual; false: a free "
+                                                       "bias per candidate")
+    bias_l2: float = Field(default=1e-4, ge=0.0, description="l2 penalty on the item prior's free residuals")
     modality_gate: bool = Field(default=False, description="MSMRec-style query-conditioned mixture of the movies' "
                                                            "modalities (plot, cast, crew, genres, tags, poster) in "
                                                            "the scorer; the graph then carries per-modality "
@@ -121,6 +133,10 @@ class TrainConfig(BaseModel):
     dialogue_fraction: float = Field(default=1.0, gt=0.0, le=1.0,
                                      description="train on a seeded share of the training dialogues (graph "
                                                  "and examples; dev and test stay): learning curves")
+    extra_dialogues: bool = Field(default=True, description="train on every training dialogue the data has "
+                                                           "(ReDial: train_extra/ text dialogues and movie-list "
+                                                           "conversations); false: only the published validation "
+                                                           "subsets (the 'no new data' ablation)")
     transfer: list[str] = Field(default=[], description="other CRS datasets whose training examples are added, "
                                                         "their entities mapped by DBpedia URI or catalog movie")
 
@@ -276,6 +292,13 @@ class Config(BaseSettings):
     def store_url(self) -> str:
         """Where sessions live: ``serve.store``, or SQLite under the data home."""
         return self.serve.store or f"sqlite:///{self.home / 'sessions.sqlite3'}"
+
+    def with_benchmark_heldout(self) -> Config:
+        """This configuration for a benchmark without a test file: :data:`BENCHMARK_HELDOUT` of the published
+        validation dialogues held out for testing, unless ``graph.heldout_fraction`` already holds some out."""
+        if self.graph.heldout_fraction > 0:
+            return self
+        return self.with_overrides([f"graph.heldout_fraction={BENCHMARK_HELDOUT}"])
 
     def with_overrides(self, overrides: list[str]) -> Config:
         """Return a copy with ``key=value`` overrides applied (dotted keys for nested fields)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,9 @@ from typing import Any
 from qamrec.config import Config
 from qamrec.eval.evaluate import PUBLISHED, comparison_table
 from qamrec.io import atomic_write_json, atomic_write_text
+from qamrec.train.rundir import reusable_run
 
-__all__ = ["Variant", "VARIANTS", "run_crs_benchmark", "bar_chart"]
+__all__ = ["Variant", "VARIANTS", "run_crs_benchmark", "bar_chart", "mean_std"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Variant:
     model: str
     overrides: tuple[str, ...] = ()
     what: str = ""
+    datasets: tuple[str, ...] = ()  # only for these datasets (all when empty)
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -39,77 +41,134 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("mean_pooling", "qamrec", ("model.pooling=mean",), "mean instead of query-aware pooling"),
     Variant("no_movielens", "qamrec", ("graph.ratings=", "graph.tags=false"), "no MovieLens users, ratings, tags"),
     Variant("no_kg", "qamrec", ("graph.kg=false",), "no DBpedia entities / relations"),
+    Variant("no_new_data", "qamrec", ("train.extra_dialogues=false",),
+            "only the published validation dialogues (no train_extra/ dialogues or movie lists)", ("redial",)),
 )
 
 _KEYS = ("recall@1", "recall@10", "recall@50", "ndcg@10", "ndcg@50", "mrr@10", "mrr@50")
+#: slices reported beside the protocol's metrics: (key, column title)
+_SLICES = (("unseen_gold.share", "unseen-gold share"), ("unseen_gold.recall@50", "unseen-gold R@50"),
+           ("new_items.recall@10", "new-items R@10"), ("cold_start.recall@10", "cold-start R@10"))
 
 
-def bar_chart(rows: dict[str, dict[str, float]], dataset: str, target: Path) -> None:
-    """Recall@10 and Recall@50 per model, published MSCRS as reference lines."""
+def mean_std(runs: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Per numeric key of ``runs`` (one metrics dict per seed): (mean, sample std; 0 for one seed)."""
+    import numpy as np
+
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for k in keys:
+        vals = np.array([float(r[k]) for r in runs if isinstance(r.get(k), (int, float))], dtype=float)
+        out[k] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+    return out
+
+
+def _pm(v: tuple[float, float] | None, n_seeds: int) -> str:
+    if v is None or v[0] != v[0]:
+        return "–"
+    return f"{v[0]:.3f} ± {v[1]:.3f}" if n_seeds > 1 else f"{v[0]:.3f}"
+
+
+def bar_chart(rows: dict[str, dict[str, tuple[float, float]]], dataset: str, target: Path) -> None:
+    """Recall@10 and Recall@50 per model (mean, with the std over seeds as error bars), published MSCRS as
+    reference lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from qamrec.io import write_figure
+
     names = list(rows)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     for off, k in ((-0.2, "recall@10"), (0.2, "recall@50")):
-        ax.bar(x + off, [rows[n].get(k, 0) for n in names], 0.4, label=k)
+        ax.bar(x + off, [rows[n].get(k, (0, 0))[0] for n in names], 0.4, label=k,
+               yerr=[rows[n].get(k, (0, 0))[1] for n in names], capsize=2)
     pub = PUBLISHED.get(dataset, {}).get("MSCRS", {})
     for k, style in (("recall@10", "--"), ("recall@50", ":")):
         if k in pub:
             ax.axhline(pub[k], color="black", linestyle=style, linewidth=1, label=f"MSCRS {k} (published)")
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_title(f"{dataset}: UniCRS protocol, full ranking")
+    ax.set_title(f"{dataset}: UniCRS protocol, full ranking (mean ± std over seeds)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
+    write_figure(fig, target)
 
 
 def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path | None,
                       train: Callable[[str, Path, str, Config], dict[str, Any]],
                       evaluate_run: Callable[[Path, Path | None], dict[str, Any]],
-                      only: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and test every variant (or those in ``only``, keeping the other rows of an earlier run); write
-    ``crs_<dataset>.{md,json,png}`` into ``out``; return the results."""
+                      only: list[str] | None = None, log: Callable[[str], None] = print,
+                      seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+    """Train and test every variant (or those in ``only``, keeping the other rows of an earlier run) once per
+    seed; write ``crs_<dataset>.{md,json,png}`` into ``out`` (mean ± std over the seeds); return the results.
+
+    Without ``test_file`` the models train with :data:`~qamrec.config.BENCHMARK_HELDOUT` of the published
+    validation dialogues held out (ReDial) and are tested on those; with it, they train on everything else.
+    A run directory that is already complete with the same settings is reused (``train`` decides).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
+    if test_file is None:
+        config = config.with_benchmark_heldout()
+    per_seed: dict[str, list[dict[str, Any]]] = {}
     previous = out / f"crs_{dataset}.json"
     if only and previous.exists():  # a partial rerun keeps the other rows of the last full run
-        results = json.loads(previous.read_text()).get("results", {})
+        per_seed = json.loads(previous.read_text()).get("per_seed", {})
     for v in VARIANTS:
-        if only and v.name not in only:
+        if (only and v.name not in only) or (v.datasets and dataset not in v.datasets):
             continue
-        t0 = time.perf_counter()
-        run_dir = out / "runs" / f"{dataset}-{v.name}"
         log(f"[{v.name}] {v.what}")
-        train(dataset, run_dir, v.model, config.with_overrides(list(v.overrides)))
-        m = evaluate_run(run_dir, test_file)
-        m["wall_s"] = round(time.perf_counter() - t0, 1)
-        m["train_s"] = json.loads((run_dir / "metrics.json").read_text()).get("train_seconds")
-        results[v.name] = m
-        log(f"[{v.name}] " + "  ".join(f"{k} {m[k]:.4f}" for k in ("recall@10", "recall@50", "ndcg@10")))
-    results = {v.name: results[v.name] for v in VARIANTS if v.name in results}
-    any_m = next(iter(results.values()), {})
+        per_seed[v.name] = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            run_dir = out / "runs" / (f"{dataset}-{v.name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
+            c = config.with_overrides(list(v.overrides) + [f"seed={seed}"])
+            if reusable_run(run_dir, c, dataset, v.model) is None:
+                train(dataset, run_dir, v.model, c)
+            else:
+                log(f"[{v.name} seed {seed}] reusing {run_dir}")
+            m = evaluate_run(run_dir, test_file)
+            m["seed"], m["wall_s"] = seed, round(time.perf_counter() - t0, 1)
+            run_m = json.loads((run_dir / "metrics.json").read_text())
+            m["train_s"], m["n_train"] = run_m.get("train_seconds"), run_m.get("n_train")
+            m["n_train_dialogues"] = run_m.get("n_train_dialogues")
+            per_seed[v.name].append(m)
+            log(f"[{v.name} seed {seed}] " + "  ".join(f"{k} {m[k]:.4f}" for k in ("recall@10", "recall@50", "ndcg@10")))
+    per_seed = {v.name: per_seed[v.name] for v in VARIANTS if v.name in per_seed}
+    results = {name: mean_std(runs) for name, runs in per_seed.items()}
+    n_seeds = max((len(r) for r in per_seed.values()), default=1)
+    any_m = next(iter(per_seed.values()), [{}])[0]
+    seeds_used = sorted({m["seed"] for runs in per_seed.values() for m in runs})
     md = [f"# CRS benchmark: {dataset}", "",
           f"Test file `{any_m.get('test_file')}`: {any_m.get('n_examples', 0):,} examples evaluated "
           f"({any_m.get('excluded_as_training', 0):,} of {any_m.get('examples_in_file', 0):,} excluded: their "
           "dialogues are training data). UniCRS protocol: full candidate ranking, one example per gold item, "
-          "already-mentioned movies not excluded. Published rows are copied from MSCRS (SIGIR 2025) Table 2 and "
-          "were measured on the official test split with the full training set.", "",
-          comparison_table(results, dataset), "",
-          "| model | what | new-items R@10 | cold-start R@10 | train s |", "|---|---|---|---|---|"]
+          "already-mentioned movies not excluded. "
+          + (f"Mean ± sample std over seeds {', '.join(map(str, seeds_used))}. " if n_seeds > 1 else
+             f"One seed ({', '.join(map(str, seeds_used))}). ")
+          + "Published rows are copied from MSCRS (SIGIR 2025) Table 2 and were measured on the official test "
+          "split with the full training set.", "",
+          comparison_table({}, dataset).rstrip("\n"), ]
+    for name, r in results.items():
+        md.append(f"| {name} | " + " | ".join(_pm(r.get(k), n_seeds) for k in _KEYS) + " |")
+    md += ["", "Slices: *unseen gold* = examples whose answer is the answer of no training example (their share, "
+           "and R@50 on them); *new items* = already-mentioned movies masked; *cold start* = no movie in the "
+           "context yet.", "",
+           "| model | what | training examples | " + " | ".join(t for _, t in _SLICES) + " | train s |",
+           "|---|---|---|" + "---|" * (len(_SLICES) + 1)]
     for v in VARIANTS:
         if v.name in results:
-            m = results[v.name]
-            md.append(f"| {v.name} | {v.what} | {m['new_items.recall@10']:.4f} | {m['cold_start.recall@10']:.4f} | "
-                      f"{(m.get('train_s') or 0):.0f} |")
+            r = results[v.name]
+            n_train = r.get("n_train", (0, 0))[0]
+            md.append(f"| {v.name} | {v.what} | {n_train:,.0f} | "
+                      + " | ".join(_pm(r.get(k), n_seeds) for k, _ in _SLICES)
+                      + f" | {r.get('train_s', (0, 0))[0]:.0f} |")
     atomic_write_text(out / f"crs_{dataset}.md", "\n".join(md) + "\n")
     atomic_write_json(out / f"crs_{dataset}.json", {
-        "dataset": dataset, "published": PUBLISHED.get(dataset, {}),
-        "results": {k: {kk: v for kk, v in m.items()} for k, m in results.items()}})
-    bar_chart({k: {kk: m[kk] for kk in _KEYS} for k, m in results.items()}, dataset, out / f"crs_{dataset}.png")
+        "dataset": dataset, "published": PUBLISHED.get(dataset, {}), "seeds": seeds_used,
+        "results": {k: {kk: {"mean": v[0], "std": v[1]} for kk, v in r.items()} for k, r in results.items()},
+        "per_seed": per_seed})
+    bar_chart({k: {kk: r[kk] for kk in _KEYS if kk in r} for k, r in results.items()}, dataset,
+              out / f"crs_{dataset}.png")
     return results

@@ -13,11 +13,13 @@ Two diagnostic variants are reported beside the UniCRS numbers (they are not in 
   before ranking, and examples whose gold item is itself a context entity are dropped.
 * ``cold_start.*``: only the examples whose context entities contain no candidate item (no movie mentioned
   yet), ranked as in the main protocol.
+* ``unseen_gold.*`` (when the training targets are known): only the examples whose gold item is the answer of
+  no training example, ranked as in the main protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -77,6 +79,7 @@ def evaluate(
     examples: Sequence[CRSExample],
     item_ids: Sequence[int],
     ks: Sequence[int] = (1, 10, 50),
+    seen_items: Collection[int] | None = None,
 ) -> dict[str, float]:
     """Evaluate ``scores`` (``[n_examples, n_items]``, column *j* = ``item_ids[j]``) on the UniCRS protocol.
 
@@ -86,7 +89,9 @@ def evaluate(
     Returns:
         One flat dict: ``n_examples``, ``n_gold_not_candidate``, ``recall@k``, ``ndcg@k``, ``mrr@k``,
         ``precision@k`` for each ``k`` in ``ks``, ``map``; and the same keys prefixed ``new_items.`` and
-        ``cold_start.`` for the two variants described in the module docstring.
+        ``cold_start.`` for the two variants described in the module docstring. With ``seen_items`` (the
+        items some training example has as its answer), also ``unseen_gold.*``: the examples whose gold item
+        is not among them, ranked as in the main protocol, and ``unseen_gold.share`` of all examples.
     """
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().cpu().numpy()
@@ -122,6 +127,11 @@ def evaluate(
     cold = np.array([not c for c in ctx_cols], dtype=bool)
     out.update(metrics_from_ranks(ranks[cold], ks, "cold_start."))
     out["cold_start.n_gold_not_candidate"] = int((gold[cold] < 0).sum())
+    if seen_items is not None:
+        seen = set(seen_items)
+        unseen = np.array([e.item not in seen for e in examples], dtype=bool)
+        out.update(metrics_from_ranks(ranks[unseen], ks, "unseen_gold."))
+        out["unseen_gold.share"] = float(unseen.mean()) if n else float("nan")
     return out
 
 

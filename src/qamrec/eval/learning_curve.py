@@ -78,6 +78,7 @@ def run_learning_curve(dataset: str, config: Config, out: Path, runs: Path, trai
     """Train our model once per share of the training dialogues (a run directory with the same configuration
     is reused), look into each trained run with ``inspect``, write the JSON, markdown and plot into ``out``;
     return the JSON's content."""
+    config = config.with_benchmark_heldout()  # tested on held-out dialogues
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for f in sorted(fractions):

@@ -57,6 +57,7 @@ def run_mscrs_sensitivity(dataset: str, config: Config, out: Path, runs: Path, t
                           lambdas: tuple[float, ...] = LAMBDAS) -> dict[str, Any]:
     """Train the sweep over ``k_values`` and ``lambdas`` (a point whose run directory already holds the same
     configuration is reused), write the JSON, markdown and plots into ``out``; return the JSON's content."""
+    config = config.with_benchmark_heldout()  # tested on held-out dialogues
     base = config.model.mscrs
     points = [("k", float(k), k, base.fusion) for k in k_values] + [("lambda", lam, base.knn, lam) for lam in lambdas]
     done: dict[tuple[int, float], dict[str, Any]] = {}

@@ -36,7 +36,7 @@ from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
 from qamrec.train.rundir import RUN_FILES, in_progress, recover, replace_dir, validate_run, write_manifest
 
-__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples",
+__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples", "test_summary",
            "RUN_FILES", "validate_run"]
 
 
@@ -83,9 +83,26 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def evaluate_model(model: Recommender, examples: list[CRSExample], item_ids: list[int]) -> dict[str, float]:
-    """UniCRS-protocol metrics of ``model`` on ``examples``."""
+    """UniCRS-protocol metrics of ``model`` on ``examples`` (with the unseen-gold slice when the model's
+    ``train_targets`` are known: a run directory records them)."""
     scores = model.score([example_query(e) for e in examples]) if examples else np.zeros((0, len(item_ids)))
-    return evaluate(scores, examples, item_ids)
+    return evaluate(scores, examples, item_ids, seen_items=getattr(model, "train_targets", None))
+
+
+def test_summary(metrics: dict[str, Any]) -> str:
+    """One line on what a run was tested on (:func:`train_run`'s metrics), or why it was not."""
+    t, n_file = metrics["test"], metrics["test_examples_in_file"]
+    name = Path(metrics["test_file"]).name
+    if not t.get("n_examples"):
+        best = next((r for r in metrics.get("history", []) if r.get("epoch") == metrics.get("best_epoch")), {})
+        dev = (f"; dev recall@10 {best['dev_recall@10']:.3f}, recall@50 {best['dev_recall@50']:.3f}"
+               if "dev_recall@10" in best else "")
+        return (f"trained on every dialogue of {name} too ({metrics.get('n_train_dialogues', 0):,} training "
+                f"dialogues), so none is left to test on{dev}: test with `qamrec evaluate --run RUN --test FILE`, "
+                "or benchmark with `qamrec benchmark crs`")
+    return (f"{t['n_examples']:,} test examples ({metrics['test_examples_excluded_as_training']:,} of {n_file:,} "
+            f"in {name} excluded: their dialogues are training data): recall@10 {t['recall@10']:.3f}, "
+            f"recall@50 {t['recall@50']:.3f}")
 
 
 def select_test_examples(graph: Graph, test_file: Path, entity2id: dict[str, int] | None,
@@ -127,9 +144,11 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         log(f"resuming from {ckpt.folder} (epoch {epoch} done)")
     graph, graph_folder = build_or_load(dataset, config, log=log)
     crs = load_crs(dataset, config)
-    log(f"training on {len(crs.train):,} examples, early stopping on {len(crs.dev):,} dev examples")
+    log(f"training on {len(crs.train):,} examples from {crs.n_train_dialogues:,} dialogues, early stopping on "
+        f"{len(crs.dev):,} dev examples")
     with checkpointing(ckpt):
         model = model.fit(crs, graph, on_epoch=on_epoch)
+    model.train_targets = sorted({e.item for e in crs.train})  # type: ignore[attr-defined]
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
     hist = getattr(model, "history", None)
@@ -138,6 +157,7 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "test_examples_excluded_as_training": excluded, "test": test,
         "history": hist.epochs if hist else [], "best_epoch": hist.best_epoch if hist else None,
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
+        "n_train_dialogues": crs.n_train_dialogues, "train_targets": model.train_targets,  # type: ignore[attr-defined]
         "resumed_from_epoch": ckpt.resumed_from,
     }
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
@@ -147,7 +167,7 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
             _link_or_copy(graph_folder / f, tmp / "graph" / f)
         model.save(tmp)
         atomic_write_json(tmp / "config.json", json.loads(config.model_dump_json()) | {"dataset": dataset})
-        if crs.heldout is not None:
+        if crs.heldout:
             atomic_write_text(tmp / "test.jsonl", "".join(heldout_lines(crs.test_file, set(crs.heldout))))
         if hist and hist.epochs:
             plot_curves(hist.epochs, tmp / "curves.png")
@@ -179,6 +199,7 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
         update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
     try:
         model = MODELS[name].load(folder, graph, text_function(run_cfg))
+        model.train_targets = read_json(folder / "metrics.json").get("train_targets")  # type: ignore[attr-defined]
     except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as e:
         raise QamrecError(f"{folder}/model.safetensors: cannot load the {name} model ({e}); "
                           f"train it again with `qamrec train --out {folder} --overwrite`") from None
