@@ -30,7 +30,8 @@ def bench_serve(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Latency in-process and of the service under load, on the catalog plus every MovieLens-32M movie."""
-    from qamrec.serve.bench import movielens_catalog, run_serve_benchmark
+    from qamrec.bench.serve import run_serve_benchmark
+    from qamrec.serve.catalog import movielens_catalog
     from qamrec.serve.index import ITEM_DTYPES
 
     if dtype not in ITEM_DTYPES:
@@ -59,7 +60,7 @@ def bench_load(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per level, as a list")] = False,
 ) -> None:
     """The service under rising load: throughput, latency, 5xx, 503 refusals and acknowledged vs stored feedback."""
-    from qamrec.serve.loadbench import run_load_benchmark
+    from qamrec.bench.load import run_load_benchmark
 
     try:
         counts = tuple(int(x) for x in levels.split(",") if x.strip())
@@ -90,7 +91,7 @@ def bench_scale(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per scale, as a list")] = False,
 ) -> None:
     """Graph build time and peak RSS, s per 1,000 training batches, catalog embedding and index recall per scale."""
-    from qamrec.eval.scale_bench import run_scale_benchmark
+    from qamrec.bench.scale import run_scale_benchmark
 
     try:
         scales = [float(x) for x in scale.split(",") if x.strip()]
