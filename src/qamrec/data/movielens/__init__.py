@@ -36,7 +36,6 @@ from qamrec.data.movielens.schemas import (DESCRIPTIONS_SCHEMA, IMPLICIT_SCHEMA,
                                            TAGS_SCHEMA, MovieIds, Unknown)
 
 __all__ = [
-
     "MOVIES_SCHEMA",
     "LINKS_SCHEMA",
     "RATINGS_SCHEMA",
