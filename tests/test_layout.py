@@ -100,6 +100,12 @@ def test_no_import_circle() -> None:
     assert cycles(graph) == []
 
 
+def test_modules_are_short() -> None:
+    long = {m: n for m, p in modules().items() if m not in LONG_ALLOWED
+            and (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
 @pytest.mark.parametrize("name", [m for m in modules() if not m.endswith("__main__")])
 def test_module_imports(name: str) -> None:
     importlib.import_module(name)
