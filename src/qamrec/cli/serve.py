@@ -15,6 +15,7 @@ from qamrec.errors import QamrecError
 
 __all__ = ["recommend", "serve", "serve_run", "print_recommendations"]
 
+
 def print_recommendations(engine, result, title: str) -> None:
     """A result as a table (title, genres, score, reason, the top modality), then what the model attended to."""
     gated = getattr(result, "modality_weights", None) is not None  # the model has a modality gate

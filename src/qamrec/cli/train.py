@@ -14,6 +14,7 @@ from qamrec.errors import QamrecError
 
 __all__ = ["train", "run_training", "_make_model"]
 
+
 def _make_model(name: str):
     """A factory ``Config -> Recommender`` for the model called ``name`` (tests build runs with it too)."""
     from qamrec.features.pipeline import text_function

@@ -29,6 +29,7 @@ from qamrec.io import atomic_path, atomic_write_json, remove_stale_tmp, sha256_f
 
 __all__ = ["Step", "STEPS", "prepare", "load_table", "step_outputs", "PrepareReport"]
 
+
 @dataclass
 class PrepareReport:
     """What :func:`run_step` did with one step: ``prepared`` (redone) or ``cached`` (its outputs were fresh)."""

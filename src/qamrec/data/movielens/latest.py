@@ -13,6 +13,7 @@ from qamrec.data.movielens.schemas import (LINKS_COLS, MOVIES_COLS, RATINGS_COLS
 
 __all__ = ["read_movies", "read_links", "read_ratings", "scan_ratings", "sink_ratings", "read_tags", "sink_tags"]
 
+
 def read_movies(path: str | Path) -> pl.DataFrame:
     """Read a MovieLens movie table: ``movies.csv`` (UTF-8) or ML-1M ``movies.dat`` (``::``, latin-1).
 

@@ -14,6 +14,7 @@ from qamrec.errors import DataFormatError
 
 __all__ = ["read_ml100k_ratings", "read_ml100k_items"]
 
+
 def read_ml100k_ratings(path: str | Path) -> pl.DataFrame:
     """Read ML-100K ``u.data`` (tab-separated user id, item id, rating, timestamp; no header).
 

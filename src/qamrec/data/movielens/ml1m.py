@@ -16,7 +16,9 @@ from qamrec.io import read_json
 
 __all__ = ["read_movies_dat", "read_ml1m_ratings", "read_implicit_split", "read_llm_descriptions"]
 
+
 def read_movies_dat(path: Path) -> pl.DataFrame:
+    """Read ML-1M ``movies.dat`` (``MovieID::Title::Genres``, latin-1) into :data:`MOVIES_SCHEMA`."""
     ids: list[int] = []
     titles: list[str] = []
     genres: list[str] = []
