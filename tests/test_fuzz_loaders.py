@@ -29,6 +29,7 @@ from hypothesis import strategies as st  # noqa: E402
 from qamrec.data import movielens as ml  # noqa: E402
 from qamrec.data.inspired import read_inspired_unicrs  # noqa: E402
 from qamrec.data.redial import read_redial_dialogues, read_unicrs_examples  # noqa: E402
+from qamrec.data.schema import split_title_year  # noqa: E402
 from qamrec.errors import DataFormatError, QamrecError  # noqa: E402
 
 #: examples per test; ``QAMREC_FUZZ_EXAMPLES=2000 QAMREC_FUZZ_RANDOM=1`` fuzzes longer, with fresh seeds
@@ -156,7 +157,7 @@ def _movies_csv(movies: list[tuple[int, str, int | None, list[str]]]) -> list[li
 
 
 def _expected_title(title: str) -> tuple[str, int | None]:
-    return ml._split_title_year(title)  # the documented rule, applied to what the test wrote
+    return split_title_year(title, movielens=True)  # the documented rule, applied to what the test wrote
 
 
 @FUZZ

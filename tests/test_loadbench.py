@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qamrec.serve.loadbench import _in_order
+from qamrec.bench.load import _in_order
 
 pytestmark = pytest.mark.slow
 

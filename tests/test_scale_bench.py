@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qamrec.eval.scale_bench import growth_exponents
+from qamrec.bench.scale import growth_exponents
 
 REQUIRED = {"scale", "ratings", "build_s", "peak_rss_gb", "s_per_1000_batches", "embed_catalog_s"}
 
@@ -52,7 +52,7 @@ def test_bench_scale_tiny(shared_data: Path, tmp_path: Path) -> None:
     assert (out / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the synthetic data is cached in the data home
     from qamrec.config import load_config
-    from qamrec.eval.scale_bench import synth_dataset
+    from qamrec.bench.scale import synth_dataset
 
     folder, seconds, cached = synth_dataset(load_config([f"data.source={shared_data}"], home=tmp_path / "home"), 0.0005)
     assert cached and seconds == rows[0]["synth_s"] and (folder / "ratings.csv").is_file()

@@ -22,29 +22,12 @@ from pathlib import Path
 
 import polars as pl
 
+from qamrec.data import steps
+from qamrec.data.step import Step, load_table, manifest_path, step_outputs
 from qamrec.errors import MissingDataError, QamrecError
-from qamrec.io import atomic_path, atomic_write_json, read_json, remove_stale_tmp, sha256_file
+from qamrec.io import atomic_path, atomic_write_json, remove_stale_tmp, sha256_file
 
 __all__ = ["Step", "STEPS", "prepare", "load_table", "step_outputs", "PrepareReport"]
-
-#: a table is a DataFrame, or a function that writes Parquet to the path it is given (for data that is
-#: streamed rather than held in memory) and returns the row count
-Table = pl.DataFrame | Callable[[Path], int]
-
-
-@dataclass(frozen=True)
-class Step:
-    """A preparation step: ``run(raw_dir, prepared_dir, notes) -> {table name: Table}``.
-
-    ``notes`` collects what a step skipped or repaired (rows with unknown ids, say), for the report.
-    """
-
-    name: str
-    inputs: tuple[str, ...]  # raw files (relative to raw_dir); those not marked optional must exist
-    run: Callable[[Path, Path, list[str]], dict[str, Table]]
-    optional: tuple[str, ...] = ()
-    depends: tuple[str, ...] = ()  # steps whose outputs this one reads where they are prepared
-    version: str = "1"
 
 
 @dataclass
@@ -55,16 +38,6 @@ class PrepareReport:
     status: str  # "prepared" or "cached"
     tables: dict[str, int]
     notes: list[str]
-
-
-def _manifest_path(prepared_dir: Path, step: str) -> Path:
-    return prepared_dir / step / "MANIFEST.json"
-
-
-def step_outputs(prepared_dir: Path, step: str) -> dict | None:
-    """The manifest of a prepared step, or ``None`` when it has not been prepared."""
-    p = _manifest_path(prepared_dir, step)
-    return read_json(p) if p.exists() else None
 
 
 def _readable_outputs(prepared_dir: Path, step: str) -> dict | None:
@@ -135,29 +108,16 @@ def run_step(step: Step, raw_dir: Path, prepared_dir: Path, *, force: bool = Fal
             else:  # streamed: a parse error shows only now, and leaves the previous tables as they were
                 rows = table(tmp)
             info[name] = {"rows": rows, "sha256": sha256_file(tmp)}
-        _manifest_path(prepared_dir, step.name).unlink(missing_ok=True)  # it would describe other tables
+        manifest_path(prepared_dir, step.name).unlink(missing_ok=True)  # it would describe other tables
     for stale in out.glob("*.parquet"):
         if stale.stem not in info:
             stale.unlink()
-    atomic_write_json(_manifest_path(prepared_dir, step.name), {"key": key, "version": step.version,
-                                                                "tables": info, "notes": notes})
+    atomic_write_json(manifest_path(prepared_dir, step.name), {"key": key, "version": step.version,
+                                                               "tables": info, "notes": notes})
     return PrepareReport(step.name, "prepared", {k: v["rows"] for k, v in info.items()}, notes)
 
 
-def load_table(prepared_dir: Path, step: str, table: str) -> pl.DataFrame:
-    """Read a prepared table, checking its digest against the step's manifest."""
-    m = step_outputs(prepared_dir, step)
-    if m is None or table not in m["tables"]:
-        raise MissingDataError(f"table '{step}/{table}' is not prepared (run `qamrec data prepare {step}`)")
-    p = prepared_dir / step / f"{table}.parquet"
-    if not p.exists() or sha256_file(p) != m["tables"][table]["sha256"]:
-        raise MissingDataError(f"{p}: missing or corrupted (digest differs); run `qamrec data prepare {step}`")
-    return pl.read_parquet(p)
-
-
 def _steps() -> dict[str, Step]:
-    from qamrec.data import steps
-
     return {s.name: s for s in steps.ALL}
 
 

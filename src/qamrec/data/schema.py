@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from qamrec.errors import DataFormatError
 
-__all__ = ["get_field", "split_title_year", "normalize_title"]
+__all__ = ["get_field", "split_title_year", "normalize_title", "MOVIELENS_YEAR"]
 
 T = TypeVar("T")
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", float: "a number"}
@@ -40,16 +40,27 @@ def get_field(
     return value
 
 
-_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})(?:[-–]\d{0,4})?\)\s*$")
+#: a trailing year: "Title (1995)", also a series' "Title (2006–2007)"
+_YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)$")
+#: MovieLens' trailing year, as a regular expression that polars takes too: also "Title (2006 - 2007)" and the
+#: stray "Title (1983))" of ML-32M
+MOVIELENS_YEAR = r"\s*\((\d{4})(?:\s*[-–]\s*\d{0,4})?\)\)?$"
+_MOVIELENS_YEAR = re.compile(MOVIELENS_YEAR)
 
 
-def split_title_year(name: str) -> tuple[str, int | None]:
-    """``"The Shining  (1980)"`` -> ``("The Shining", 1980)``; a name without a year keeps it ``None``."""
-    name = " ".join(name.split())
-    m = _YEAR.match(name)
+def split_title_year(name: str, *, movielens: bool = False) -> tuple[str, int | None]:
+    """``"The Shining  (1980)"`` -> ``("The Shining", 1980)``; a name without a year keeps it ``None``.
+
+    By default (ReDial, DBpedia and user input) runs of white space become one space and the year is
+    ``(YYYY)`` or ``(YYYY-YYYY)``. ``movielens=True`` reads MovieLens titles as :data:`MOVIELENS_YEAR` does:
+    only the ends are stripped (``"Toy Story (1995) "`` -> ``("Toy Story", 1995)``), and the year may also
+    be ``(YYYY - YYYY)`` or ``(YYYY))``.
+    """
+    name = name.strip() if movielens else " ".join(name.split())
+    m = (_MOVIELENS_YEAR if movielens else _YEAR).search(name)
     if m is None:
         return name, None
-    return m.group("title").strip(), int(m.group("year"))
+    return name[: m.start()].strip(), int(m.group(1))
 
 
 _ARTICLE_SUFFIX = re.compile(r",\s*(the|a|an|les|la|le|il|el|der|die|das)$")

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from qamrec.data import movielens as ml
-from qamrec.data.prepare import Step, Table, load_table
+from qamrec.data.step import Step, Table, load_table
 from qamrec.data.redial import read_id2info, read_movies_with_mentions, read_redial_dialogues, read_unicrs_examples
 from qamrec.data.redial_lists import read_movie_lists
 from qamrec.io import read_json

@@ -40,7 +40,6 @@ Every file is written under a temporary name and renamed into place.
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -51,6 +50,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from qamrec.data.movielens import read_movies
+from qamrec.data.synth_sampling import (T_END, T_START, allocate, arrival_times, gini, popularity_order,
+                                         quantile_cuts, sample_movies, seeded_rng, session_timestamps, zm_ranks)
 from qamrec.errors import DataFormatError, MissingDataError
 from qamrec.io import atomic_path, atomic_write_json, sha256_file
 
@@ -71,11 +72,7 @@ ML32M_MOVIES = 87_585
 ML32M_RATINGS = 32_000_204
 ML32M_TAGS = 2_000_072
 
-T_START = 789_609_600  # 1995-01-09 00:00 UTC
-T_END = 1_697_155_199  # 2023-10-12 23:59:59 UTC
 HALF_STARS_SINCE = 1_045_526_400  # 2003-02-18: MovieLens introduced half-star ratings
-_DAY = 86_400
-_YEAR = 365.25 * _DAY
 
 _HALF_STARS = np.arange(1, 11, dtype=np.float32) / 2  # 0.5 .. 5.0
 # share of each half-star value in MovieLens (ml-latest-small / ML-25M aggregate, rounded): mean 3.5
@@ -148,158 +145,8 @@ def target_counts(scale: float, *, catalog_exponent: float = 0.4) -> SynthCounts
 
 
 # --------------------------------------------------------------------------------------------------
-# Building blocks
+# Vocabulary and files
 # --------------------------------------------------------------------------------------------------
-
-
-def _rng(seed: int, *stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, *stream])
-
-
-def _zm_ranks(rng: np.random.Generator, n: int, m: int, a: float, q: float) -> np.ndarray:
-    """``n`` ranks in [0, m) with P(r) ~ (r + q) ** -a (continuous inverse CDF, O(1) per draw)."""
-    u = rng.random(n)
-    if abs(a - 1.0) < 1e-9:
-        x = q * np.power((m + q) / q, u) - q
-    else:
-        b = 1.0 - a
-        lo, hi = q**b, (m + q) ** b
-        x = np.power(lo + u * (hi - lo), 1.0 / b) - q
-    return np.minimum(x.astype(np.int64), m - 1)
-
-
-def _allocate(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
-    """Integers in [0, cap], proportional to ``weights`` where not capped, summing to exactly ``total``."""
-    n = weights.size
-    if total > cap * n:
-        raise ValueError(f"cannot place {total} in {n} slots of at most {cap}")
-    lo, hi = 0.0, cap / float(weights.min()) + 1.0
-    for _ in range(200):  # bisect the water level: sum(min(cap, lam * w)) == total
-        mid = (lo + hi) / 2
-        if np.minimum(cap, mid * weights).sum() <= total:
-            lo = mid
-        else:
-            hi = mid
-    y = np.minimum(cap, lo * weights)
-    out = np.floor(y).astype(np.int64)
-    frac = y - out
-    while (rest := total - int(out.sum())) > 0:
-        open_ = np.flatnonzero(out < cap)
-        take = open_[np.argsort(-frac[open_], kind="stable")[:rest]]
-        out[take] += 1
-        frac[take] = -1.0
-    return out
-
-
-def _popularity_order(n_movies: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions (in movieId order) of the movies from most to least popular."""
-    key = np.log1p(np.arange(n_movies)) + rng.normal(0.0, 1.0, n_movies)
-    return np.argsort(key, kind="stable")
-
-
-def _gini(counts: np.ndarray) -> float:
-    c = np.sort(counts.astype(np.float64))
-    n, total = c.size, c.sum()
-    if n == 0 or total == 0:
-        return 0.0
-    return float((2.0 * np.sum(np.arange(1, n + 1) * c) / (n * total)) - (n + 1) / n)
-
-
-def _sample_movies(
-    rng: np.random.Generator, n: np.ndarray, m: int, a: float, q: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """For users ``0..len(n)-1`` draw ``n[u]`` distinct movie ranks each, by popularity without replacement.
-
-    Sequential sampling: draw with replacement, keep first occurrences in draw order, draw again for the
-    users still short; after a few rounds the rest is filled with Gumbel-top-k over the whole catalogue.
-    Returns (user, rank) grouped by user, in draw order.
-    """
-    b = n.size
-    have_u = np.empty(0, np.int64)
-    have_r = np.empty(0, np.int64)
-    pending = np.arange(b)
-    done_u: list[np.ndarray] = []
-    done_r: list[np.ndarray] = []
-    factor = 1.3
-    for _ in range(6):
-        if pending.size == 0:
-            break
-        short = n[pending] - np.bincount(have_u, minlength=b)[pending]
-        du = np.repeat(pending, np.ceil(short * factor).astype(np.int64) + 2)
-        cu = np.concatenate([have_u, du])
-        cr = np.concatenate([have_r, _zm_ranks(rng, du.size, m, a, q)])
-        _, first = np.unique(cu * m + cr, return_index=True)
-        first.sort()  # first occurrences, in draw order (what users already have comes first)
-        cu, cr = cu[first], cr[first]
-        order = np.argsort(cu, kind="stable")
-        cu, cr = cu[order], cr[order]
-        pos = np.arange(cu.size) - np.searchsorted(cu, cu, side="left")
-        keep = pos < n[cu]
-        cu, cr = cu[keep], cr[keep]
-        full = np.bincount(cu, minlength=b)[cu] >= n[cu]
-        done_u.append(cu[full])
-        done_r.append(cr[full])
-        have_u, have_r = cu[~full], cr[~full]
-        pending = np.unique(have_u)
-        factor *= 2.0
-    if pending.size:  # heavy users close to the catalogue size: exact Gumbel-top-k for the remainder
-        logw = -a * np.log(np.arange(m) + q)
-        for u in pending:
-            mine = have_r[have_u == u]
-            keys = logw + rng.gumbel(size=m)
-            keys[mine] = -np.inf
-            extra = np.argsort(-keys, kind="stable")[: n[u] - mine.size]
-            done_u.append(np.full(mine.size + extra.size, u))
-            done_r.append(np.concatenate([mine, extra]))
-    users = np.concatenate(done_u)
-    ranks = np.concatenate(done_r)
-    order = np.argsort(users, kind="stable")
-    return users[order], ranks[order]
-
-
-def _timestamps(rng: np.random.Generator, n: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Per-rating timestamps for users with ``n`` ratings arriving at ``start``, in session clusters."""
-    b, total = n.size, int(n.sum())
-    k = np.minimum(n, 1 + rng.poisson(0.8 * np.log1p(n / 10.0)))  # sessions per user
-    sess_user = np.repeat(np.arange(b), k)
-    first = np.cumsum(k) - k
-    gaps = rng.lognormal(math.log(30 * _DAY), 1.5, sess_user.size)
-    gaps[first] = 0.0
-    cs = np.cumsum(gaps)
-    offset = cs - cs[first][sess_user]
-    span = offset[first + k - 1]
-    room = T_END - T_START - 2 * _DAY
-    squeeze = np.minimum(1.0, room / np.maximum(span, 1.0))
-    offset *= squeeze[sess_user]
-    span *= squeeze
-    t0 = np.clip(np.minimum(start, T_END - 2 * _DAY - span), T_START, None)
-    sess_time = t0[sess_user] + offset
-    # each rating goes to a session (earlier sessions get more), then seconds apart within it
-    r_user = np.repeat(np.arange(b), n)
-    local = np.minimum((k[r_user] * rng.random(total) ** 2).astype(np.int64), k[r_user] - 1)
-    gs = first[r_user] + local
-    order = np.argsort(gs, kind="stable")
-    gs_sorted = gs[order]
-    step = np.cumsum(rng.exponential(25.0, total))
-    seg_start = np.searchsorted(gs_sorted, gs_sorted, side="left")
-    within = step - step[seg_start]
-    ts = np.empty(total, dtype=np.int64)
-    ts[order] = np.clip(sess_time[gs_sorted] + within, T_START, T_END).astype(np.int64)
-    return ts
-
-
-def _arrivals(rng: np.random.Generator, n_users: int, growth: float = 0.07) -> np.ndarray:
-    """User arrival times in [T_START, T_END] with a density growing ``growth`` per year."""
-    span_years = (T_END - T_START) / _YEAR
-    u = rng.random(n_users)
-    years = np.log1p(u * math.expm1(growth * span_years)) / growth
-    return T_START + years * _YEAR
-
-
-def _thresholds(latent: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """Cut points on ``latent`` giving each level its share of the values."""
-    cum = np.cumsum(shares / shares.sum())[:-1]
-    return np.quantile(latent, cum)
 
 
 def _generated_vocab(rng: np.random.Generator, size: int = 1128) -> list[str]:
@@ -383,7 +230,7 @@ def synthesize_movielens(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # catalogue: the n_movies most popular movies; rank r -> movieId
-    order = _popularity_order(movie_ids.size, _rng(seed, 0))
+    order = popularity_order(movie_ids.size, seeded_rng(seed, 0))
     rank_to_id = movie_ids[order[:n_movies]].astype(np.int32)
     a, q = popularity_exponent, popularity_offset
 
@@ -392,9 +239,9 @@ def synthesize_movielens(
     cap = min(n_movies, max(k_min + 1, int(0.4 * n_movies)))
     if n_users * cap < n_ratings:
         cap = n_movies
-    rng = _rng(seed, 1)
-    activity = k_min + _allocate(n_ratings - k_min * n_users, rng.lognormal(0.0, activity_sigma, n_users), cap - k_min)
-    arrivals = _arrivals(rng, n_users)
+    rng = seeded_rng(seed, 1)
+    activity = k_min + allocate(n_ratings - k_min * n_users, rng.lognormal(0.0, activity_sigma, n_users), cap - k_min)
+    arrivals = arrival_times(rng, n_users)
     user_bias = rng.normal(0.0, 0.5, n_users)
 
     # latent rating score = user bias + movie bias (noise, plus a little for popularity) + noise
@@ -402,10 +249,10 @@ def synthesize_movielens(
     movie_bias = rng.normal(0.0, 0.5, n_movies) + 0.25 * (logpop - logpop.mean()) / (logpop.std() or 1.0)
     # the cut points come from a calibration sample of users rating exactly as below
     cal = np.sort(rng.choice(n_users, size=min(n_users, 5000), replace=False))
-    cal_users, cal_ranks = _sample_movies(_rng(seed, 5), activity[cal], n_movies, a, q)
+    cal_users, cal_ranks = sample_movies(seeded_rng(seed, 5), activity[cal], n_movies, a, q)
     calib = user_bias[cal[cal_users]] + movie_bias[cal_ranks] + rng.normal(0.0, 0.85, cal_ranks.size)
-    cut_half = _thresholds(calib, _HALF_STAR_SHARES)
-    cut_whole = _thresholds(calib, _WHOLE_STAR_SHARES)
+    cut_half = quantile_cuts(calib, _HALF_STAR_SHARES)
+    cut_whole = quantile_cuts(calib, _WHOLE_STAR_SHARES)
 
     movie_counts = np.zeros(n_movies, dtype=np.int64)
     hist = np.zeros(_HALF_STARS.size, dtype=np.int64)
@@ -421,10 +268,10 @@ def synthesize_movielens(
         for ci, (lo, hi) in enumerate(chunks):
             if hi <= lo:
                 continue
-            crng = _rng(seed, 2, ci)
+            crng = seeded_rng(seed, 2, ci)
             n = activity[lo:hi]
-            users, ranks = _sample_movies(crng, n, n_movies, a, q)
-            ts = _timestamps(crng, n, arrivals[lo:hi])
+            users, ranks = sample_movies(crng, n, n_movies, a, q)
+            ts = session_timestamps(crng, n, arrivals[lo:hi])
             latent = user_bias[lo + users] + movie_bias[ranks] + crng.normal(0.0, 0.85, ranks.size)
             whole = ts < HALF_STARS_SINCE
             values = np.where(
@@ -453,9 +300,9 @@ def synthesize_movielens(
                 progress("ratings", written, n_ratings)
     assert written == n_ratings, (written, n_ratings)
 
-    vocab = _read_vocab(Path(tag_vocab)) if tag_vocab is not None else _generated_vocab(_rng(seed, 3))
+    vocab = _read_vocab(Path(tag_vocab)) if tag_vocab is not None else _generated_vocab(seeded_rng(seed, 3))
     n_taggers = _write_tags(
-        out_dir / "tags.csv", _rng(seed, 4), n_tags, n_users, rank_to_id, vocab, t_first, t_last, a, q
+        out_dir / "tags.csv", seeded_rng(seed, 4), n_tags, n_users, rank_to_id, vocab, t_first, t_last, a, q
     )
     if progress is not None:
         progress("tags", n_tags, n_tags)
@@ -472,7 +319,7 @@ def synthesize_movielens(
         tags=n_tags,
         seconds=round(time.perf_counter() - t_begin, 2),
         movies_rated=int((movie_counts > 0).sum()),
-        movie_gini=round(_gini(movie_counts), 4),
+        movie_gini=round(gini(movie_counts), 4),
         top1pct_share=round(float(sorted_counts[:top].sum() / n_ratings), 4),
         top_movie_user_share=round(float(sorted_counts[0] / n_users), 4),
         user_min=int(activity.min()),
@@ -539,12 +386,12 @@ def _write_tags(
     while keys.size < n_tags:
         need = int((n_tags - keys.size) * 1.1) + 16
         user = taggers[rng.choice(taggers.size, size=need, p=weights / weights.sum())]
-        movie = _zm_ranks(rng, need, n_movies, a, q / 2)
+        movie = zm_ranks(rng, need, n_movies, a, q / 2)
         own = rng.random(need) < 0.5
         tag = np.where(
             own,
             (cluster[movie] + rng.geometric(0.3, need) - 1) % v,
-            tag_rank[_zm_ranks(rng, need, v, 1.0, 2.0)],
+            tag_rank[zm_ranks(rng, need, v, 1.0, 2.0)],
         )
         new = (user.astype(np.int64) * n_movies + movie) * v + tag
         merged = np.concatenate([keys, new])

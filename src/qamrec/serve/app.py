@@ -207,7 +207,7 @@ def load_engine(run: Path, config: Any) -> Engine:
     engine = Engine.from_run(run, config)
     engine.query_cache_size = config.serve.query_cache
     if config.serve.catalog:
-        from qamrec.serve.bench import movielens_catalog
+        from qamrec.serve.catalog import movielens_catalog
 
         movies, text = movielens_catalog(config, config.serve.catalog)
         engine.extend_catalog(movies, text, config.serve.item_dtype, config.serve.index_rank)

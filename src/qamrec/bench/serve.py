@@ -24,7 +24,7 @@ import numpy as np
 
 from qamrec.io import atomic_write_json, atomic_write_text
 
-__all__ = ["QUERIES", "run_serve_benchmark", "movielens_catalog", "percentile", "served"]
+__all__ = ["QUERIES", "run_serve_benchmark", "percentile", "served"]
 
 QUERIES = (
     "funny heist movie with a great ensemble", "a slow-burn sci-fi with a twist, nothing gory",
@@ -39,17 +39,6 @@ QUERIES = (
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def movielens_catalog(config: Any, dataset: str = "movielens-32m", progress: bool = False) -> tuple[Any, np.ndarray]:
-    """Every movie of a prepared MovieLens dataset and its text embedding (title, year and genres; cached)."""
-    from qamrec.data.prepare import load_table
-    from qamrec.features.pipeline import text_function
-    from qamrec.graph.build import movie_text
-
-    movies = load_table(config.prepared_dir, dataset, "movies").rename({"movielens_id": "movie_id"})
-    texts = [movie_text(r) for r in movies.select("title", "year", "genres").to_dicts()]
-    return movies, text_function(config, progress=progress)(texts)
 
 
 @contextlib.contextmanager

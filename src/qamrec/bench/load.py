@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from qamrec.io import atomic_write_json, atomic_write_text
-from qamrec.serve.bench import QUERIES, percentile, served
+from qamrec.bench.serve import QUERIES, percentile, served
 
 __all__ = ["DEFAULT_LEVELS", "MIX", "run_load_benchmark", "load_table"]
 

@@ -1,0 +1,5 @@
+"""``python -m qamrec.cli``: the command line."""
+
+from qamrec.cli import main
+
+main()
