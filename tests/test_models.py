@@ -225,3 +225,30 @@ def test_baselines_contract(tmp_path: Path):
         model.save(tmp_path / model.name)
         back = type(model).load(tmp_path / model.name, graph, fake_text)
         assert np.allclose(back.score([Query("q", entities=(900,))]), model.score([Query("q", entities=(900,))]))
+
+
+@pytest.mark.parametrize("graph_every", [1, 3])
+def test_fit_net_runs_the_encoder_on_every_nth_batch(graph_every, monkeypatch):
+    """Historical embeddings: between two passes with gradients the batches reuse the last node representations."""
+    from qamrec.config import TrainConfig
+    from qamrec.eval.protocol import CRSExample
+    from qamrec.train.loop import fit_net
+
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TEXT_DIM)
+    f = QueryFeaturizer(graph, fake_text, retrieved=2)
+    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(12)])
+    gold = torch.tensor([(i + 1) % 5 for i in range(12)])
+    dev = [CRSExample(dialogue=0, turn=0, context=("x",), entities=(900,), item=901, resp="")]
+    calls: list[bool] = []
+    encode = net.encode_nodes
+    monkeypatch.setattr(net, "encode_nodes", lambda: calls.append(torch.is_grad_enabled()) or encode())
+    cfg = TrainConfig(epochs=2, batch_size=2, patience=5, graph_every=graph_every)
+    enc0 = [p.detach().clone() for p in net.encoder.parameters()]
+    hist = fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, [900, 901, 902, 903, 904], cfg, seed=0)
+    per_epoch = -(-6 // graph_every)  # 6 batches an epoch
+    assert calls.count(True) == 2 * per_epoch  # passes with gradients
+    assert calls.count(False) == 2  # the dev evaluation after each epoch
+    assert len(hist.epochs) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(enc0, net.encoder.parameters()))  # the encoder still learns

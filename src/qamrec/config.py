@@ -122,6 +122,9 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(default=12, ge=1)
     batch_size: int = Field(default=256, ge=1)
+    graph_every: int = Field(default=4, ge=1, description="run the graph encoder with gradients on every n-th "
+                                                          "batch; the others reuse its node representations "
+                                                          "(1: every batch)")
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-2, ge=0)
     patience: int = Field(default=4, ge=1, description="epochs without a better dev NDCG@10 before stopping")

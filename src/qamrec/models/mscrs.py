@@ -195,13 +195,18 @@ class MSCRSNet(nn.Module):
         return u + self.prompt_mlp(u), alpha
 
     @staticmethod
+    def regularizer() -> Tensor:
+        """Nothing is added to the loss."""
+        return torch.zeros(())
+
+    @staticmethod
     def score(p: Tensor, items: Tensor, qb: QueryBatch | None = None) -> Tensor:
         """:math:`s_j = \\mathbf{p}^\\top \\mathbf{e}_j` [B, n_candidates]."""
         return p @ items.T
 
-    def forward(self, qb: QueryBatch) -> Tensor:
-        """Scores [B, n_candidates] (one pass over the graphs)."""
-        h = self.encode_nodes()
+    def forward(self, qb: QueryBatch, h: dict[str, Tensor] | None = None) -> Tensor:
+        """Scores [B, n_candidates] (one pass over the graphs, or their representations ``h`` of an earlier one)."""
+        h = self.encode_nodes() if h is None else h
         p, _ = self.preference(self.node_table(h), qb)
         return self.score(p, self.items(h), qb)
 
@@ -262,10 +267,10 @@ class MSCRS(Recommender):
         self._setup(graph)
         train_q, gold, dev_q = training_data(self.featurize, crs, graph.meta["item_ids"])
         # fit_net only calls what MSCRSNet shares with QAMRecNet (forward, encode_nodes, node_table, items,
-        # preference, score)
+        # preference, score, regularizer); its free entity embeddings learn from every batch (graph_every=1)
         net: Any = self.net
-        self.history = fit_net(net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"], self.train_cfg, self.seed,
-                               on_epoch)
+        self.history = fit_net(net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],
+                               self.train_cfg.model_copy(update={"graph_every": 1}), self.seed, on_epoch)
         self._precomputed = None
         return self
 

@@ -220,8 +220,9 @@ class QAMRecNet(nn.Module):
             s = s + self.mention_bonus * bonus
         return s, alpha
 
-    def forward(self, qb: QueryBatch) -> Tensor:
-        """Scores [B, n_candidates] (one full pass over the graph)."""
-        h = self.encode_nodes()
+    def forward(self, qb: QueryBatch, h: dict[str, Tensor] | None = None) -> Tensor:
+        """Scores [B, n_candidates]: one full pass over the graph, or over the node representations ``h`` of an
+        earlier pass (historical embeddings: no gradient reaches the encoder then)."""
+        h = self.encode_nodes() if h is None else h
         p, _ = self.preference(self.node_table(h), qb)
         return self.score(p, self.items(h), qb)

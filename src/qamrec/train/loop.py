@@ -1,5 +1,9 @@
 """The training loop: cross-entropy over the full candidate set, AdamW, early stopping on dev NDCG@10.
 
+The graph encoder runs with gradients on every ``train.graph_every``-th batch; the batches between reuse
+that pass's node representations without gradients into the encoder (historical embeddings, as in
+GNNAutoScale, Fey et al. ICML 2021), so one epoch costs ``1 / graph_every`` of the encoder passes.
+
 Inside a :func:`~qamrec.train.checkpoint.checkpointing` block the loop resumes from the checkpoint it finds
 and saves one at the end of every epoch (see :mod:`qamrec.train.checkpoint`).
 """
@@ -79,8 +83,14 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         net.train()
         t0 = time.perf_counter()
         losses = []
-        for idx in torch.randperm(len(train_q), generator=gen).split(cfg.batch_size):
-            scores = net(subset(train_q, idx))
+        history: dict[str, Tensor] | None = None
+        for step, idx in enumerate(torch.randperm(len(train_q), generator=gen).split(cfg.batch_size)):
+            if step % cfg.graph_every == 0:  # a full pass with gradients through the graph encoder
+                h = net.encode_nodes()
+                history = {t: v.detach() for t, v in h.items()}
+            else:  # the last pass's node representations: the query side, items and biases still learn
+                h = history  # type: ignore[assignment]
+            scores = net(subset(train_q, idx), h)
             loss = torch.nn.functional.cross_entropy(scores, train_gold[idx]) + net.regularizer()
             opt.zero_grad()
             loss.backward()
