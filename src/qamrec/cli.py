@@ -688,6 +688,8 @@ def _print_recommendations(engine, result, title: str) -> None:
     console.print(t)
     att = ", ".join(f"{a['label']} {a['weight']:.2f}" for a in result.attended[:6])
     console.print(f"[dim]attended to: {att}[/]", highlight=False)
+    if getattr(result, "understood", None):
+        console.print(f"[dim]understood: {result.understood.summary}[/]", highlight=False)
     if getattr(result, "modality_weights", None):
         mods = ", ".join(f"{n} {w:.2f}" for n, w in sorted(result.modality_weights.items(), key=lambda x: -x[1]))
         console.print(f"[dim]modalities (mean gate weight over these movies): {mods}[/]", highlight=False)
@@ -717,7 +719,8 @@ def recommend(
     if as_json:
         sys.stdout.write(json.dumps({"query": result.query, "resolved": resolved, "movies": result.movies,
                                      "attended": result.attended[:25],
-                                     "suggestions": [list(s.labels) for s in result.suggestions]}
+                                     "suggestions": [list(s.labels) for s in result.suggestions],
+                                     "understood": result.understood.as_dict() if result.understood else None}
                                     | ({"modality_weights": result.modality_weights}
                                        if result.modality_weights is not None else {})) + "\n")
         return

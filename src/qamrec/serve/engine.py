@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, Query
+from qamrec.serve.constraints import MovieFacts
 from qamrec.serve.index import ItemIndex
 from qamrec.serve.reasons import movie_reasons, sentence
 from qamrec.serve.refine import Refinement, propagate, suggest
 from qamrec.serve.titles import TitleIndex, UnknownTitleError, display_title
+from qamrec.serve.understand import RequestParser, Understanding
 from qamrec.serve.words import word_graph
 
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
@@ -53,13 +55,15 @@ class Result:
     """Ranked movies (dicts with id, title, year, genres, has_poster, score, reasons, reason), what the model
     attended to, and suggested refinements. With the model's modality gate, ``modality_weights`` is the mean gate
     weight per modality over the recommended movies (each movie's own weights are its ``modality_weights``);
-    None without the gate."""
+    None without the gate. ``understood`` is the request's parse (:class:`~qamrec.serve.understand.Understanding`)."""
 
     query: str
     movies: list[dict[str, Any]]
     attended: list[dict[str, Any]]
     suggestions: list[Refinement]
     modality_weights: dict[str, float] | None = None
+    #: what the request's words said (titles, kinds of movies, years, people); None when not parsed
+    understood: Understanding | None = None
 
 
 class Engine:
@@ -92,8 +96,14 @@ class Engine:
         self.columns: dict[int, list[int]] = {}  # catalog movie id -> its candidate columns
         for j, m in enumerate(self.cand_movie.tolist()):
             self.columns.setdefault(m, []).append(j)
-        rows = movies.filter(pl.col("movie_id").is_in(self.movie_ids)).select(
-            "movie_id", "title", "year", "genres", "poster_path").to_dicts()
+        known = movies.filter(pl.col("movie_id").is_in(self.movie_ids))
+        rows = known.select("movie_id", "title", "year", "genres", "poster_path").to_dicts()
+        #: catalog movie id -> its director(s) and cast, where the catalog has them (people a request may name)
+        self.people: dict[int, list[str]] = {}
+        for c in ("director", "cast"):
+            if c in known.columns:
+                for m, names in known.select("movie_id", c).iter_rows():
+                    self.people.setdefault(m, []).extend(x for x in names or () if x)
         self.info: dict[int, dict[str, Any]] = {}
         for r in rows:
             title = display_title(r["title"] or f"movie {r['movie_id']}")
@@ -114,6 +124,8 @@ class Engine:
         self._labels = self._node_labels()
         self._links = self._movie_links()
         self.titles = TitleIndex(self.movie_ids, self.info, self.columns)
+        self._facts: MovieFacts | None = None  # built on the first request (extend_catalog drops them)
+        self._parser: RequestParser | None = None
 
     # ----------------------------------------------------------------- construction helpers
     def _node_labels(self) -> list[tuple[str, str]]:
@@ -228,6 +240,7 @@ class Engine:
         self.index = ItemIndex(torch.cat([self._candidate_rows(), torch.cat(cols, 1)]), dtype, rank=rank)
         self.extra_movies = np.asarray(ids, dtype=np.int64)
         self.all_movies = np.concatenate([self.cand_movie, self.extra_movies])
+        self._facts = None
         self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
         return len(ids)
 
@@ -264,6 +277,21 @@ class Engine:
     def resolve(self, title: str) -> int:
         """A catalog movie id for a title such as "Ocean's Eleven (2001)" (fuzzy; year breaks ties)."""
         return self.titles.resolve(title)
+
+    # ----------------------------------------------------------------- understanding the request
+    @property
+    def facts(self) -> MovieFacts:
+        """Genres, words, people and year of every index row (what request constraints are checked against)."""
+        if self._facts is None:
+            self._facts = MovieFacts(self.all_movies, self.info, self.words, self.people)
+        return self._facts
+
+    def understand(self, text: str) -> Understanding:
+        """The parse of a request: titles it names, kinds of movies, years and people it asks for or against."""
+        if self._parser is None:
+            years = [i["year"] for m in self.movie_ids if (i := self.info.get(m)) and i["year"]]
+            self._parser = RequestParser(self.titles, self.facts.names, latest_year=max(years, default=2020))
+        return self._parser.parse(text)
 
     # ----------------------------------------------------------------- answering
     def _feedback_scores(self, fb: Feedback) -> torch.Tensor | None:
@@ -311,23 +339,33 @@ class Engine:
 
     @torch.no_grad()
     def recommend(self, text: str, feedback: Feedback | None = None, k: int = 10,
-                  suggestions: int | None = None, anchors: Sequence[int] = ()) -> Result:
+                  suggestions: int | None = None, anchors: Sequence[int] = (), understand: bool = True) -> Result:
         """Rank the candidates for ``text`` and the session's feedback; top ``k`` distinct movies.
 
         ``anchors`` are movies the request names (e.g. "like Ocean's Eleven"): anchor nodes of the query, not
         recommended back. ``feedback`` is a conversation's: with ``refine.mode="propagation"`` liked movies
         become anchors too, accepted refinements join the query text, and all of it is propagated as labels;
         in every mode but ``none``, liked, disliked and seen movies are not recommended again.
+
+        With ``understand`` the text is parsed first (:meth:`understand`): the titles it names as liked are
+        anchors, every title it names is not recommended, the encoder reads it without what it rules out, and
+        its kinds of movies, years and people adjust the scores (:meth:`MovieFacts.adjust`).
         """
         fb = feedback or Feedback()
+        u = self.understand(text) if understand else None
+        if u is not None:
+            anchors = [*anchors, *(m for m, _ in u.anchors)]
+            if u.disliked and self.refine.mode == "propagation":
+                fb = replace(fb, disliked=[*fb.disliked, *(m for m, _ in u.disliked)])
         use_fb = self.refine.mode != "none"  # naive: feedback only removes movies; propagation: all of it
         full_fb = self.refine.mode == "propagation"
         words = [w for ws in fb.accepted for w in ws] if full_fb else []
         full = " ".join([text.strip()] + words)
-        q = Query(text=full, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
+        read = " ".join([u.text.strip()] + words) if u is not None else full  # what the encoder reads
+        q = Query(text=read, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
         net = self.model.net
         assert net is not None
-        qb = self.model.featurizer([q], text=self._embed(full),
+        qb = self.model.featurizer([q], text=self._embed(read),
                                    text_index=self._retrieve if self._text_index is not None else None)
         table, _ = self.model.precompute()
         p, alpha = net.preference(table, qb)
@@ -335,7 +373,7 @@ class Engine:
         qn = torch.nn.functional.normalize(qb.text, dim=1)[0]
         # the model's score (QAMRecNet.score) of every index row at once, the popularity bias weighed
         qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self._has_text else [])
-        banned = set(anchors)
+        banned = set(anchors) | (u.named if u is not None else set())
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
         s = self.index.scores(torch.cat(qv), rerank=max(256, 5 * k + len(banned)))  # exact where it is read
@@ -347,6 +385,8 @@ class Engine:
         r = self._feedback_scores(fb) if full_fb else None
         if r is not None:
             final[:n_c] += self.refine.weight * r
+        if u:
+            final += torch.from_numpy(self.facts.adjust(u))
         all_movies = self.all_movies
         picked: list[int] = []
         taken: set[int] = set()
@@ -385,7 +425,7 @@ class Engine:
         ex_words = {self.words.index[w.lower()] for ws in fb.accepted + fb.rejected for w in ws
                     if w.lower() in self.words.index}
         sugg = suggest(self.words, final[:n_c].numpy(), n=n_sugg, exclude_words=ex_words) if n_sugg else []
-        return Result(full, movies, attended, sugg, per_query)
+        return Result(full, movies, attended, sugg, per_query, u)
 
     # ----------------------------------------------------------------- the modality gate (model.modality_gate)
     #: graph candidates (those with the best scores before the gate) whose scores get the modality gate's term
