@@ -21,7 +21,8 @@ TITLES = [("Inception", 2010), ("Ocean's Eleven", 2001), ("Ocean's Eleven", 1960
 INFO = {i + 1: {"title": t, "year": y, "genres": []} for i, (t, y) in enumerate(TITLES)}
 ID = {f"{t} ({y})": m for m, (t, y) in zip(INFO, TITLES)}
 PEOPLE = {"tom hanks": ("Tom Hanks", 20), "christopher nolan": ("Christopher Nolan", 8),
-          "keanu reeves": ("Keanu Reeves", 10), "adam sandler": ("Adam Sandler", 12), "jonathan nolan": ("Jonathan Nolan", 2)}
+          "keanu reeves": ("Keanu Reeves", 10), "adam sandler": ("Adam Sandler", 12),
+          "jonathan nolan": ("Jonathan Nolan", 2)}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +195,7 @@ def test_decades_are_honoured_on_real_data(small_engine):
     res = e.recommend("a horror movie from the 80s", k=10)
     assert [m["year"] for m in res.movies if not 1980 <= (m["year"] or 0) <= 1989] == []
     assert res.understood is not None and res.understood.genres == ["horror"]
-    assert sum("Horror" in m["genres"] for m in res.movies) > sum("Horror" in m["genres"] for m in plain.movies)
+    assert all("Horror" in m["genres"] for m in res.movies)
     old = e.recommend("a thriller before 1970", k=5)
     assert all(m["year"] is not None and m["year"] < 1970 for m in old.movies)
 

@@ -8,7 +8,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "MAX_QUERY_CHARS", "MAX_TITLES", "MAX_ID", "RecommendRequest", "Reason", "Movie", "Attended", "Suggestion",
-    "Recommendations", "NamedMovie", "YearSpan", "Understood", "SessionCreated", "MessageRequest", "FeedbackRequest", "MovieFeedback", "SuggestionFeedback",
+    "Recommendations", "NamedMovie", "YearSpan", "Understood", "SessionCreated", "MessageRequest",
+    "FeedbackRequest", "MovieFeedback", "SuggestionFeedback",
     "Title", "Count", "Id", "SESSION_ID_PATTERN", "FeedbackAck", "SessionState",
     "Message", "FeedbackEvent", "Health", "ValidationIssue", "Problem", "ERROR_RESPONSES",
 ]

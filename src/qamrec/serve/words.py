@@ -16,7 +16,8 @@ WORD_RELATIONS = ("director", "starring", "writer", "genre", "subject")
 
 
 def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) -> WordGraph:
-    """The MAGUS item–word graph over the candidates: genres, tags, decades, KG directors, actors, writers, subjects."""
+    """The MAGUS item–word graph over the candidates: genres, tags, decades, KG directors, actors, writers and
+    subjects (words of fewer than ``min_movies`` candidates are left out)."""
     d, meta = graph.data, graph.meta
     cands = np.asarray(meta["candidates"])
     node_to_cands: dict[int, list[int]] = {}
