@@ -147,11 +147,11 @@ def test_adjust_orders_by_constraints_and_never_drops_movies():
     w = Weights()
     u = Understanding("x", genres=["comedy"], excluded=["romance", "gore"], years=[YearRange(1980, 1989, "1980s")])
     adj = facts.adjust(u, w)
-    assert adj[0] == pytest.approx(1.5 + w.year)  # comedy, in the 80s
-    assert adj[1] == pytest.approx(1.5 + w.year - w.hard)  # romance is out
-    assert adj[2] == pytest.approx(1.5 - w.hard)  # outside the 80s
+    assert adj[0] == pytest.approx(1.5 * w.concept + w.year)  # comedy, in the 80s
+    assert adj[1] == pytest.approx(1.5 * w.concept + w.year - w.hard)  # romance is out
+    assert adj[2] == pytest.approx(1.5 * w.concept - w.hard)  # outside the 80s
     assert adj[3] == pytest.approx(w.year - w.hard)  # horror with gore: the tag and the genre both say gore
-    assert adj[4] == pytest.approx(1.5 - w.hard / 2)  # no year: below those inside, above those outside
+    assert adj[4] == pytest.approx(1.5 * w.concept - w.hard / 2)  # no year: below those inside, above those outside
     assert np.argsort(-adj).tolist()[0] == 0 and len(adj) == 5
     people = facts.adjust(Understanding("x", people=["Tom Hanks"], excluded_people=["Meg Ryan"]), w)
     assert people.tolist() == pytest.approx([w.person, -2 * w.hard, w.person - w.hard, -w.hard, -w.hard])

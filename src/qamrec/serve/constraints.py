@@ -30,7 +30,7 @@ class Weights:
     """Sizes of the adjustments, in standardized score units (the scores have unit spread)."""
 
     hard: float = 100.0
-    concept: float = 1.0  # times the concept's own weight
+    concept: float = 1.5  # times the concept's own weight
     year: float = 1.0
     soft_year: float = 0.5
     person: float = 2.0
