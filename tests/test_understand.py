@@ -238,3 +238,21 @@ def test_api_shows_what_was_understood(small_engine, tmp_path: Path):
         assert c.get(f"/sessions/{sid}").json()["recommendations"]["understood"] == r["understood"]
         schema = c.get("/openapi.json").json()["components"]["schemas"]
         assert "understood" in schema["Recommendations"]["properties"] and "summary" in schema["Understood"]["required"]
+
+
+def test_cli_json_shows_what_was_understood(small_run: Path, prepared_home: Path, small_run_settings: list[str]):
+    import json
+
+    from typer.testing import CliRunner
+
+    from qamrec.cli import app
+
+    base = ["--home", str(prepared_home)] + [x for s in small_run_settings for x in ("--set", s)]
+    res = CliRunner().invoke(app, base + ["recommend", "a comedy from the 90s, nothing animated", "--k", "5",
+                                          "--json", "--run", str(small_run)])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.stdout.strip().splitlines()[-1])
+    u = body["understood"]
+    assert u["genres"] == ["comedy"] and u["excluded"] == ["animation"] and u["years"][0]["start"] == 1990
+    assert u["summary"] == "comedy · 1990s · not animation"
+    assert all(1990 <= m["year"] <= 1999 and "Animation" not in m["genres"] for m in body["movies"])

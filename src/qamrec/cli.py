@@ -717,10 +717,11 @@ def recommend(
     fb = Feedback(disliked=[resolved[t] for t in disliked])
     result = engine.recommend(query, fb, k=k, anchors=[resolved[t] for t in liked])
     if as_json:
+        understood = result.understood.as_dict() if result.understood is not None else None
         sys.stdout.write(json.dumps({"query": result.query, "resolved": resolved, "movies": result.movies,
                                      "attended": result.attended[:25],
                                      "suggestions": [list(s.labels) for s in result.suggestions],
-                                     "understood": result.understood.as_dict() if result.understood else None}
+                                     "understood": understood}
                                     | ({"modality_weights": result.modality_weights}
                                        if result.modality_weights is not None else {})) + "\n")
         return
