@@ -17,7 +17,8 @@ from qamrec.serve.years import find_years
 TITLES = [("Inception", 2010), ("Ocean's Eleven", 2001), ("Ocean's Eleven", 1960), ("The Matrix", 1999),
           ("Up", 2009), ("It", 2017), ("It", 1990), ("Her", 2013), ("Seven", 1995), ("Heat", 1995),
           ("Psycho", 1960), ("Who Framed Roger Rabbit?", 1988), ("Crouching Tiger, Hidden Dragon", 2000),
-          ("Star Wars: Episode IV - A New Hope", 1977), ("The Comedy", 2012), ("Airplane!", 1980)]
+          ("Star Wars: Episode IV - A New Hope", 1977), ("The Comedy", 2012), ("Airplane!", 1980),
+          ("No Country for Old Men", 2007), ("Love Actually", 2003)]
 INFO = {i + 1: {"title": t, "year": y, "genres": []} for i, (t, y) in enumerate(TITLES)}
 ID = {f"{t} ({y})": m for m, (t, y) in zip(INFO, TITLES)}
 PEOPLE = {"tom hanks": ("Tom Hanks", 20), "christopher nolan": ("Christopher Nolan", 8),
@@ -72,6 +73,10 @@ def test_seen_and_disliked_titles(parser: RequestParser):
     u = parser.parse("I didn't like Inception, but I loved The Matrix")
     assert ids(u.disliked) == [ID["Inception (2010)"]] and ids(u.anchors) == [ID["The Matrix (1999)"]]
     assert parser.parse("I haven't seen Heat yet").named == set()  # not seen: nothing to ban
+    u = parser.parse("I'd like a scary one, not Psycho though")
+    assert ids(u.disliked) == [ID["Psycho (1960)"]] and u.genres == ["horror"] and "Psycho" not in u.text
+    # a cue word that starts a title is the title's
+    assert ids(parser.parse("No Country for Old Men (2007) was great").anchors) == [ID["No Country for Old Men (2007)"]]
 
 
 def test_negation_scope(parser: RequestParser):

@@ -250,6 +250,9 @@ class RequestParser:
                 i += 1
                 continue
             role, j = cue
+            if toks[i].text[:1].isupper() and (own := self._title_at(text, toks, i)) is not None and own[1] > j:
+                i += 1  # the cue starts a title: "No Country for Old Men", "Love Actually"
+                continue
             start, got = i, False
             while j < len(toks):
                 k = j

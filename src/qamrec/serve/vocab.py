@@ -115,7 +115,8 @@ TITLE_CUES: dict[tuple[str, ...], str] = {tuple(k.split()): v for k, v in {
     "did not like": "disliked", "don't like": "disliked", "do not like": "disliked", "didn't enjoy": "disliked",
     "did not enjoy": "disliked", "couldn't stand": "disliked", "can't stand": "disliked",
     "not a fan of": "disliked", "nothing like": "disliked", "unlike": "disliked", "didn't love": "disliked",
-    "bored by": "disliked", "not like": "disliked",
+    "bored by": "disliked", "not like": "disliked", "not": "disliked", "no": "disliked", "anything but": "disliked",
+    "except": "seen", "other than": "seen", "besides": "seen", "apart from": "seen",
 }.items()}
 
 #: words before "like" / "seen" that change what follows ("I'd like ...", "haven't seen ...": no title cue)
