@@ -203,26 +203,24 @@ class RequestParser:
         """The movie a title starting at token ``i`` names and the index after it (and its year), or None.
         The longest exact match wins; else the best fuzzy match of a capitalized, quoted or dated span."""
         n = min(len(toks), stop if stop is not None else i + 10)
-        fuzzy: list[tuple[float, int, int, int]] = []
+        spans: list[tuple[int, str, str, bool, int | None, int]] = []  # (end, raw, key, cased, year, after)
         for j in range(n, i, -1):
             span = toks[i:j]
-            if not span[-1].word or not span[0].word:
-                continue
-            if any(t.text in _QUOTES for t in span):
+            if not span[-1].word or not span[0].word or any(t.text in _QUOTES for t in span):
                 continue
             raw = text[span[0].start:span[-1].end]
             key = normalize_title(raw)
-            if not key:
-                continue
-            year, after = self._year_after(toks, j)
-            cased = self._title_cased(span)
-            exact = self.titles.by_key.get(key)
-            if exact and self._plausible(key, cased, marked or year is not None):
+            if key:
+                spans.append((j, raw, key, self._title_cased(span), *self._year_after(toks, j)))
+        for j, raw, key, cased, year, after in spans:  # exact titles first (a dictionary look-up each)
+            if key in self.titles.by_key and self._plausible(key, cased, marked or year is not None):
                 hit = self.titles.lookup(raw, year, min_score=0)
                 if hit is not None:
                     return hit[0], after
+        fuzzy: list[tuple[float, int, int, int]] = []
+        for j, raw, key, cased, year, after in spans:
             fuzzy_ok = cased or marked or year is not None or (len(key) >= 8 and " " in key)
-            if fuzzy_ok and len(key) >= 6 and not exact and self._plausible(key, cased, marked):
+            if fuzzy_ok and len(key) >= 6 and key not in self.titles.by_key and self._plausible(key, cased, marked):
                 hit = self.titles.lookup(raw, year, self.min_score)
                 if hit is not None:
                     fuzzy.append((hit[1], j - i, hit[0], after))
