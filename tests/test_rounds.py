@@ -27,7 +27,7 @@ def test_simulate_rounds_and_modes(small_engine, tmp_path: Path):
     base = e.refine
     try:
         e.refine = base.model_copy(update={"mode": "none"})
-        ranked = [m["id"] for m in e.recommend(start, k=30, suggestions=0).movies]
+        ranked = [m["id"] for m in e.recommend(start, k=30, suggestions=0, understand=False).movies]
         assert simulate(e, SimUser(0, start, ranked[0]), k=5, rounds=5) == 1
         assert simulate(e, SimUser(0, start, ranked[12]), k=5, rounds=5) == 0  # the list never changes
         e.refine = base.model_copy(update={"mode": "naive"})

@@ -123,6 +123,8 @@ def test_chat_recommend_feedback_and_refine(browser, live_server_url: str, tmp_p
         "return Array.from(document.querySelectorAll('.card img'))"
         ".some(function (i) { return i.complete && i.naturalWidth > 0; });"), timeout=60)
     assert driver.find_elements(By.CSS_SELECTOR, "#attended li"), "the attention panel lists the query's nodes"
+    understood = driver.find_element(By.ID, "understood").text  # what the request was understood to say
+    assert understood == "Understood: comedy · heist · ensemble", understood
     session_id = driver.execute_script("return window.localStorage.getItem('qamrec.session');")
     assert session_id, "the session id is kept in localStorage"
 

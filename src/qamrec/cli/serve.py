@@ -28,6 +28,8 @@ def print_recommendations(engine, result, title: str) -> None:
     console.print(t)
     att = ", ".join(f"{a['label']} {a['weight']:.2f}" for a in result.attended[:6])
     console.print(f"[dim]attended to: {att}[/]", highlight=False)
+    if getattr(result, "understood", None):
+        console.print(f"[dim]understood: {result.understood.summary}[/]", highlight=False)
     if getattr(result, "modality_weights", None):
         mods = ", ".join(f"{n} {w:.2f}" for n, w in sorted(result.modality_weights.items(), key=lambda x: -x[1]))
         console.print(f"[dim]modalities (mean gate weight over these movies): {mods}[/]", highlight=False)
@@ -54,9 +56,11 @@ def recommend(
     fb = Feedback(disliked=[resolved[t] for t in disliked])
     result = engine.recommend(query, fb, k=k, anchors=[resolved[t] for t in liked])
     if as_json:
+        understood = result.understood.as_dict() if result.understood is not None else None
         sys.stdout.write(json.dumps({"query": result.query, "resolved": resolved, "movies": result.movies,
                                      "attended": result.attended[:25],
-                                     "suggestions": [list(s.labels) for s in result.suggestions]}
+                                     "suggestions": [list(s.labels) for s in result.suggestions],
+                                     "understood": understood}
                                     | ({"modality_weights": result.modality_weights}
                                        if result.modality_weights is not None else {})) + "\n")
         return

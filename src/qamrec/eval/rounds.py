@@ -56,7 +56,7 @@ def simulate(engine: Any, user: SimUser, k: int, rounds: int) -> int:
     cols = engine.columns.get(user.target, [])
     target_words = set(engine.words.words_of(cols[0]).tolist()) if cols else set()
     for r in range(1, rounds + 1):
-        res = engine.recommend(user.start, fb, k=k)
+        res = engine.recommend(user.start, fb, k=k, understand=False)  # the benchmark's protocol: no parsing
         shown = [m["id"] for m in res.movies]
         if user.target in shown:
             return r

@@ -65,6 +65,7 @@ def _recommendations(engine: Engine, result: Result, resolved: dict[str, int] | 
     return Recommendations(
         query=result.query, movies=movies, attended=result.attended[:25], resolved=resolved or {}, round=round_,
         modality_weights=result.modality_weights,
+        understood=result.understood.as_dict() if result.understood is not None else None,
         suggestions=[{"id": i, "words": list(s.labels), "label": s.label} for i, s in zip(ids, result.suggestions)],
     )
 

@@ -10,50 +10,30 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
-from rapidfuzz import fuzz, process
 
 from qamrec.config import Config, RefineConfig
-from qamrec.data.schema import normalize_title, split_title_year
 from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, Query
+from qamrec.serve.constraints import MovieFacts
 from qamrec.serve.index import ItemIndex
-from qamrec.serve.refine import Refinement, WordGraph, propagate, suggest
+from qamrec.serve.reasons import movie_reasons, sentence
+from qamrec.serve.refine import Refinement, propagate, suggest
+from qamrec.serve.titles import TitleIndex, UnknownTitleError, display_title
+from qamrec.serve.understand import RequestParser, Understanding
+from qamrec.serve.words import word_graph
 
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
 
 _MOVIE_LINKS = ("comentioned", "text_knn", "poster_knn")
-#: KG relations whose entities are refinement words: what a person would ask for (not composers, studios ...)
-_WORD_RELATIONS = ("director", "starring", "writer", "genre", "subject")
-
-
-class UnknownTitleError(QamrecError):
-    """A title the catalog cannot resolve; ``closest`` holds the nearest titles."""
-
-    def __init__(self, title: str, closest: list[str]) -> None:
-        self.title, self.closest = title, closest
-        hint = f"; closest: {'; '.join(closest)}" if closest else ""
-        super().__init__(f"unknown title {title!r}{hint}")
-
-
-def display_title(title: str) -> str:
-    """MovieLens' "Matrix, The" as "The Matrix", without alternative titles in trailing parentheses
-    ("Ocean's Eleven (a.k.a. Ocean's 11)", "Léon: The Professional (Léon)")."""
-    t = title.split(" (a.k.a.")[0].strip()
-    while t.endswith(")") and " (" in t and not t.startswith("("):
-        t = t[: t.rindex(" (")].strip()
-    for art in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El"):
-        if t.endswith(", " + art):
-            return f"{art} {t[: -len(art) - 2]}"
-    return t
 
 
 @dataclass
@@ -75,64 +55,15 @@ class Result:
     """Ranked movies (dicts with id, title, year, genres, has_poster, score, reasons, reason), what the model
     attended to, and suggested refinements. With the model's modality gate, ``modality_weights`` is the mean gate
     weight per modality over the recommended movies (each movie's own weights are its ``modality_weights``);
-    None without the gate."""
+    None without the gate. ``understood`` is the request's parse (:class:`~qamrec.serve.understand.Understanding`)."""
 
     query: str
     movies: list[dict[str, Any]]
     attended: list[dict[str, Any]]
     suggestions: list[Refinement]
     modality_weights: dict[str, float] | None = None
-
-
-def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) -> WordGraph:
-    """The MAGUS item–word graph over the candidates: genres, tags, decades, KG directors, actors, writers, subjects."""
-    d, meta = graph.data, graph.meta
-    cands = np.asarray(meta["candidates"])
-    node_to_cands: dict[int, list[int]] = {}
-    for j, m in enumerate(cands.tolist()):
-        node_to_cands.setdefault(m, []).append(j)
-    labels: list[str] = []
-    kinds: list[str] = []
-    by_label: dict[str, int] = {}  # one word per label: the tag "action" is the genre "action"
-    pairs: list[np.ndarray] = []
-
-    def add(kind: str, names: Sequence[str], movie_nodes: np.ndarray, word_local: np.ndarray) -> None:
-        keep = np.isin(movie_nodes, cands)
-        movie_nodes, word_local = movie_nodes[keep], word_local[keep]
-        uniq, inv = np.unique(word_local, return_inverse=True)
-        counts = np.bincount(inv, minlength=len(uniq))
-        new_id = np.full(len(uniq), -1)
-        for i, u in enumerate(uniq.tolist()):
-            name = str(names[u]).strip()
-            if counts[i] < min_movies or not name:
-                continue
-            if name.lower() not in by_label:
-                by_label[name.lower()] = len(labels)
-                labels.append(name)
-                kinds.append(kind)
-            new_id[i] = by_label[name.lower()]
-        sel = new_id[inv] >= 0
-        rows = [(j, w) for m, w in zip(movie_nodes[sel].tolist(), new_id[inv][sel].tolist()) for j in node_to_cands[m]]
-        if rows:
-            pairs.append(np.asarray(rows, dtype=np.int64))
-
-    for et in d.edge_types:
-        src, rel, dst = et
-        if src != "movie":
-            continue
-        ei = d[et].edge_index.numpy()
-        if rel == "has_genre":
-            add("genre", meta["genres"], ei[0], ei[1])
-        elif rel == "has_tag":
-            add("tag", meta["tags"], ei[0], ei[1])
-        elif rel.startswith("kg_") and rel[3:] in _WORD_RELATIONS and meta.get("entity_labels"):
-            add(rel[3:], meta["entity_labels"], ei[0], ei[1])
-    movie_ids = meta["movie_ids"]
-    dec = np.array([(years.get(movie_ids[m]) or 0) // 10 * 10 for m in cands.tolist()])
-    has = dec > 0
-    names = {x: f"{x}s" for x in np.unique(dec[has]).tolist()}
-    add("decade", names, cands[has], dec[has])
-    return WordGraph(len(cands), labels, kinds, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    #: what the request's words said (titles, kinds of movies, years, people); None when not parsed
+    understood: Understanding | None = None
 
 
 class Engine:
@@ -165,8 +96,14 @@ class Engine:
         self.columns: dict[int, list[int]] = {}  # catalog movie id -> its candidate columns
         for j, m in enumerate(self.cand_movie.tolist()):
             self.columns.setdefault(m, []).append(j)
-        rows = movies.filter(pl.col("movie_id").is_in(self.movie_ids)).select(
-            "movie_id", "title", "year", "genres", "poster_path").to_dicts()
+        known = movies.filter(pl.col("movie_id").is_in(self.movie_ids))
+        rows = known.select("movie_id", "title", "year", "genres", "poster_path").to_dicts()
+        #: catalog movie id -> its director(s) and cast, where the catalog has them (people a request may name)
+        self.people: dict[int, list[str]] = {}
+        for c in ("director", "cast"):
+            if c in known.columns:
+                for m, names in known.select("movie_id", c).iter_rows():
+                    self.people.setdefault(m, []).extend(x for x in names or () if x)
         self.info: dict[int, dict[str, Any]] = {}
         for r in rows:
             title = display_title(r["title"] or f"movie {r['movie_id']}")
@@ -186,7 +123,9 @@ class Engine:
         self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
         self._labels = self._node_labels()
         self._links = self._movie_links()
-        self._titles = self._title_index()
+        self.titles = TitleIndex(self.movie_ids, self.info, self.columns)
+        self._facts: MovieFacts | None = None  # built on the first request (extend_catalog drops them)
+        self._parser: RequestParser | None = None
 
     # ----------------------------------------------------------------- construction helpers
     def _node_labels(self) -> list[tuple[str, str]]:
@@ -231,14 +170,6 @@ class Engine:
         order = np.argsort(s_all, kind="stable")
         indptr = np.searchsorted(s_all[order], np.arange(len(self.movie_ids) + 1))
         return indptr, d_all[order]
-
-    def _title_index(self) -> tuple[list[str], list[int]]:
-        keys, ids = [], []
-        for m in self.movie_ids:
-            if m in self.info:
-                keys.append(normalize_title(self.info[m]["title"]))
-                ids.append(m)
-        return keys, ids
 
     @classmethod
     def from_run(cls, run: Path, config: Config) -> Engine:
@@ -309,6 +240,7 @@ class Engine:
         self.index = ItemIndex(torch.cat([self._candidate_rows(), torch.cat(cols, 1)]), dtype, rank=rank)
         self.extra_movies = np.asarray(ids, dtype=np.int64)
         self.all_movies = np.concatenate([self.cand_movie, self.extra_movies])
+        self._facts = None
         self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
         return len(ids)
 
@@ -344,23 +276,22 @@ class Engine:
 
     def resolve(self, title: str) -> int:
         """A catalog movie id for a title such as "Ocean's Eleven (2001)" (fuzzy; year breaks ties)."""
-        name, year = split_title_year(title.strip())
-        key = normalize_title(name)
-        keys, ids = self._titles
-        if not key:
-            raise UnknownTitleError(title, [])
-        exact = [ids[i] for i, k in enumerate(keys) if k == key]
-        pool = exact or [ids[i] for _, score, i in process.extract(key, keys, scorer=fuzz.ratio, limit=10)
-                         if score >= 90]
-        if pool:
-            if year is not None:
-                same = [m for m in pool if self.info[m]["year"] == year]
-                near = [m for m in pool if self.info[m]["year"] and abs(self.info[m]["year"] - year) <= 1]
-                pool = same or near or (pool if exact else [])  # a fuzzy title must agree on the year
-            if pool:
-                return sorted(pool, key=lambda m: (m not in self.columns, m))[0]
-        near = process.extract(key, keys, scorer=fuzz.WRatio, limit=5)
-        raise UnknownTitleError(title, [self.label(ids[i]) for _, _, i in near])
+        return self.titles.resolve(title)
+
+    # ----------------------------------------------------------------- understanding the request
+    @property
+    def facts(self) -> MovieFacts:
+        """Genres, words, people and year of every index row (what request constraints are checked against)."""
+        if self._facts is None:
+            self._facts = MovieFacts(self.all_movies, self.info, self.words, self.people)
+        return self._facts
+
+    def understand(self, text: str) -> Understanding:
+        """The parse of a request: titles it names, kinds of movies, years and people it asks for or against."""
+        if self._parser is None:
+            years = [i["year"] for m in self.movie_ids if (i := self.info.get(m)) and i["year"]]
+            self._parser = RequestParser(self.titles, self.facts.names, latest_year=max(years, default=2020))
+        return self._parser.parse(text)
 
     # ----------------------------------------------------------------- answering
     def _feedback_scores(self, fb: Feedback) -> torch.Tensor | None:
@@ -408,23 +339,33 @@ class Engine:
 
     @torch.no_grad()
     def recommend(self, text: str, feedback: Feedback | None = None, k: int = 10,
-                  suggestions: int | None = None, anchors: Sequence[int] = ()) -> Result:
+                  suggestions: int | None = None, anchors: Sequence[int] = (), understand: bool = True) -> Result:
         """Rank the candidates for ``text`` and the session's feedback; top ``k`` distinct movies.
 
         ``anchors`` are movies the request names (e.g. "like Ocean's Eleven"): anchor nodes of the query, not
         recommended back. ``feedback`` is a conversation's: with ``refine.mode="propagation"`` liked movies
         become anchors too, accepted refinements join the query text, and all of it is propagated as labels;
         in every mode but ``none``, liked, disliked and seen movies are not recommended again.
+
+        With ``understand`` the text is parsed first (:meth:`understand`): the titles it names as liked are
+        anchors, every title it names is not recommended, the encoder reads it without what it rules out, and
+        its kinds of movies, years and people adjust the scores (:meth:`MovieFacts.adjust`).
         """
         fb = feedback or Feedback()
+        u = self.understand(text) if understand else None
+        if u is not None:
+            anchors = [*anchors, *(m for m, _ in u.anchors)]
+            if u.disliked and self.refine.mode == "propagation":
+                fb = replace(fb, disliked=[*fb.disliked, *(m for m, _ in u.disliked)])
         use_fb = self.refine.mode != "none"  # naive: feedback only removes movies; propagation: all of it
         full_fb = self.refine.mode == "propagation"
         words = [w for ws in fb.accepted for w in ws] if full_fb else []
         full = " ".join([text.strip()] + words)
-        q = Query(text=full, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
+        read = " ".join([u.text.strip()] + words) if u is not None else full  # what the encoder reads
+        q = Query(text=read, movies=tuple(dict.fromkeys([*anchors, *(fb.liked if full_fb else ())])))
         net = self.model.net
         assert net is not None
-        qb = self.model.featurizer([q], text=self._embed(full),
+        qb = self.model.featurizer([q], text=self._embed(read),
                                    text_index=self._retrieve if self._text_index is not None else None)
         table, _ = self.model.precompute()
         p, alpha = net.preference(table, qb)
@@ -432,7 +373,7 @@ class Engine:
         qn = torch.nn.functional.normalize(qb.text, dim=1)[0]
         # the model's score (QAMRecNet.score) of every index row at once, the popularity bias weighed
         qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self._has_text else [])
-        banned = set(anchors)
+        banned = set(anchors) | (u.named if u is not None else set())
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
         s = self.index.scores(torch.cat(qv), rerank=max(256, 5 * k + len(banned)))  # exact where it is read
@@ -444,6 +385,8 @@ class Engine:
         r = self._feedback_scores(fb) if full_fb else None
         if r is not None:
             final[:n_c] += self.refine.weight * r
+        if u:
+            final += torch.from_numpy(self.facts.adjust(u))
         all_movies = self.all_movies
         picked: list[int] = []
         taken: set[int] = set()
@@ -467,20 +410,22 @@ class Engine:
         for j in picked:
             m = int(all_movies[j])
             if j < n_c:
-                reasons = self._reasons(int(self.cands[j]), att, r[j].item() if r is not None else 0.0,
+                node = int(self.cands[j])
+                reasons = movie_reasons(self._links, self._labels, self.model.featurizer.offsets["movie"] + node,
+                                        node, att, r[j].item() if r is not None else 0.0,
                                         float(cand_text[j] @ qn) if cand_text is not None else None)
             else:
                 c = float(self.index.row(j)[-qn.shape[0]:] @ qn) if self._has_text else 0.0
                 reasons = [{"kind": "text", "label": "close to your words", "weight": round(c, 4)}]
             info = self.movie(m) or {"id": m, "title": f"movie {m}", "year": None, "genres": [], "has_poster": False}
             movies.append(info | {"score": round(float(final[j]), 4), "reasons": reasons,
-                                  "reason": _sentence(reasons)}
+                                  "reason": sentence(reasons)}
                           | ({"modality_weights": per_movie.get(j)} if per_query is not None else {}))
         n_sugg = self.refine.suggestions if suggestions is None else suggestions
         ex_words = {self.words.index[w.lower()] for ws in fb.accepted + fb.rejected for w in ws
                     if w.lower() in self.words.index}
         sugg = suggest(self.words, final[:n_c].numpy(), n=n_sugg, exclude_words=ex_words) if n_sugg else []
-        return Result(full, movies, attended, sugg, per_query)
+        return Result(full, movies, attended, sugg, per_query, u)
 
     # ----------------------------------------------------------------- the modality gate (model.modality_gate)
     #: graph candidates (those with the best scores before the gate) whose scores get the modality gate's term
@@ -542,38 +487,3 @@ class Engine:
         rounded = (a * 1e4).round().div(1e4).tolist()
         mean = (a.mean(0) * 1e4).round().div(1e4).tolist()
         return ({j: dict(zip(names, w)) for j, w in zip(keep, rounded)}, dict(zip(names, mean)))
-
-    def _reasons(self, node: int, att: list[tuple[int, float]], fb: float, cos: float | None) -> list[dict[str, Any]]:
-        """The attended nodes linked to this movie (highest attention first), feedback, and text closeness."""
-        indptr, nbr = self._links
-        linked = set(nbr[indptr[node]:indptr[node + 1]].tolist())
-        own = self.model.featurizer.offsets["movie"] + node
-        out: list[dict[str, Any]] = []
-        labels: set[str] = set()
-        for n, a in att:
-            if n != own and n in linked and a >= 0.02 and self._labels[n][1].lower() not in labels:
-                kind, label = self._labels[n]
-                labels.add(label.lower())
-                out.append({"kind": kind, "label": label, "weight": round(float(a), 4)})
-            if len(out) == 3:
-                break
-        if fb > 0.05:
-            out.append({"kind": "feedback", "label": "close to what you liked", "weight": round(fb, 4)})
-        if not out and cos is not None:
-            out.append({"kind": "text", "label": "close to your words", "weight": round(cos, 4)})
-        return out
-
-
-def _sentence(reasons: list[dict[str, Any]]) -> str:
-    parts = []
-    for r in reasons:
-        if r["kind"] == "movie":
-            parts.append(f"like {r['label']}")
-        elif r["kind"] in ("text", "feedback"):
-            parts.append(r["label"])
-        else:
-            parts.append(r["label"])
-    if not parts:
-        return "popular with people asking similar things"
-    s = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return s[0].upper() + s[1:]

@@ -8,7 +8,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "MAX_QUERY_CHARS", "MAX_TITLES", "MAX_ID", "RecommendRequest", "Reason", "Movie", "Attended", "Suggestion",
-    "Recommendations", "SessionCreated", "MessageRequest", "FeedbackRequest", "MovieFeedback", "SuggestionFeedback",
+    "Recommendations", "NamedMovie", "YearSpan", "Understood", "SessionCreated", "MessageRequest",
+    "FeedbackRequest", "MovieFeedback", "SuggestionFeedback",
     "Title", "Count", "Id", "SESSION_ID_PATTERN", "FeedbackAck", "SessionState",
     "Message", "FeedbackEvent", "Health", "ValidationIssue", "Problem", "ERROR_RESPONSES",
 ]
@@ -87,6 +88,46 @@ class Suggestion(BaseModel):
     label: str = Field(description="the words joined with ' · '")
 
 
+class NamedMovie(BaseModel):
+    """A catalog movie the request named."""
+
+    id: int = Field(description="catalog movie id")
+    title: str = Field(description="its title and year as the catalog has them")
+
+
+class YearSpan(BaseModel):
+    """Release years a request asked for ("1950s", "from the 80s", "in 1994", "before 1970", "recent")."""
+
+    label: str = Field(examples=["1950s"])
+    start: int | None = Field(description="first year (inclusive); null: open")
+    end: int | None = Field(description="last year (inclusive); null: open")
+    hard: bool = Field(description="true: movies outside rank below every movie inside; false (\"classic\"): "
+                                   "movies inside are only lifted")
+
+
+class Understood(BaseModel):
+    """What the request's words were understood to say, beyond their embedding: the movies it names, the kinds
+    of movies, years and people it asks for or against. Wanted kinds, years and people lift the movies that have
+    them; years and people asked for, and everything excluded, are hard: a movie that breaks one ranks below
+    every movie that does not (the list is never empty). Named movies are not recommended back."""
+
+    summary: str = Field(description="all of it as one line; empty when nothing was understood",
+                         examples=["like Inception (2010) · 1950s · not romance"])
+    anchors: list[NamedMovie] = Field(default=[], description="movies named as liked or as a model (\"like "
+                                      "Inception\", \"I loved Heat\"): anchors of the query, like ``liked``")
+    seen: list[NamedMovie] = Field(default=[], description="movies named as already seen (\"I already saw X\")")
+    disliked: list[NamedMovie] = Field(default=[], description="movies named as disliked (\"I hated X\")")
+    genres: list[str] = Field(default=[], description="kinds of movies asked for (\"funny\" -> comedy, "
+                              "\"whodunit\" -> mystery, heist, film noir ...)", examples=[["comedy", "heist"]])
+    excluded: list[str] = Field(default=[], description="kinds of movies ruled out (\"no romance\", \"nothing "
+                                "gory\", \"not animated\")", examples=[["romance"]])
+    years: list[YearSpan] = Field(default=[], description="release years asked for")
+    excluded_years: list[YearSpan] = Field(default=[], description="release years ruled out")
+    people: list[str] = Field(default=[], description="directors, actors or writers asked for (\"with Tom Hanks\", "
+                              "\"directed by Nolan\"), as the catalog names them")
+    excluded_people: list[str] = Field(default=[], description="people ruled out (\"nothing with X\")")
+
+
 class Recommendations(BaseModel):
     query: str
     movies: list[Movie]
@@ -97,6 +138,9 @@ class Recommendations(BaseModel):
     modality_weights: dict[str, float] | None = Field(
         default=None, description="which modality mattered for this query: the mean modality-gate weight over the "
                                   "recommended movies; null when the model has no modality gate")
+    understood: Understood | None = Field(
+        default=None, description="what the request's words were understood to say (titles, kinds of movies, "
+                                  "years, people) and how that shaped the list; null when it was not parsed")
 
 
 class SessionCreated(BaseModel):

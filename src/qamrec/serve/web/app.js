@@ -22,6 +22,7 @@
     modalities: document.getElementById("modalities"),
     modalitiesWrap: document.getElementById("modalities-wrap"),
     newConversation: document.getElementById("new-conversation"),
+    understood: document.getElementById("understood"),
   };
 
   var state = {
@@ -400,8 +401,17 @@
     renderGrid(state.recs);
     renderSuggestions(state.recs);
     renderAttended(state.recs);
+    renderUnderstood(state.recs);
     els.status.textContent = statusText();
     document.body.setAttribute("data-round", state.recs ? String(state.recs.round || 0) : "");
+  }
+
+  // What the request was understood to say: "Understood: like Inception · 1950s · not romance".
+  function renderUnderstood(recs) {
+    if (!els.understood) return;
+    var summary = recs && recs.understood && recs.understood.summary;
+    els.understood.textContent = summary ? "Understood: " + summary : "";
+    els.understood.hidden = !summary;
   }
 
   function noteResolved(recs) {

@@ -1,0 +1,130 @@
+"""What an :class:`~qamrec.serve.understand.Understanding` does to the scores of the engine's index rows.
+
+Wanted kinds of movies, years and people lift the movies that have them; unwanted ones, and years or people a
+request insists on, are *hard*: each violated constraint costs :attr:`Weights.hard` standardized units, far more
+than any score spread, so a violating movie ranks below every movie that satisfies it, but the list is never
+empty (everything is still ranked). A movie matches a kind by its catalog genres, its MovieLens tags or its
+KG genres / subjects; a person by the KG's director / starring / writer edges or the catalog's director and cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qamrec.serve.refine import WordGraph
+from qamrec.serve.understand import Understanding, person_key
+from qamrec.serve.vocab import CONCEPTS, Concept
+
+__all__ = ["MovieFacts", "Weights", "PEOPLE_KINDS"]
+
+#: word-graph kinds that are people
+PEOPLE_KINDS = ("director", "starring", "writer")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Sizes of the adjustments, in standardized score units (the scores have unit spread)."""
+
+    hard: float = 100.0
+    concept: float = 1.5  # times the concept's own weight
+    year: float = 1.0
+    soft_year: float = 0.5
+    person: float = 2.0
+
+
+class MovieFacts:
+    """Per index row: its genres, words and people, and its year.
+
+    Args:
+        movies: the catalog movie of every index row.
+        info: catalog facts per movie id (``year``, ``genres``).
+        words: the candidates' word graph (its items are the first ``len(words)`` rows).
+        people: movie id -> names from the catalog (director and cast).
+    """
+
+    def __init__(self, movies: np.ndarray, info: Mapping[int, Mapping[str, Any]], words: WordGraph,
+                 people: Mapping[int, Sequence[str]] | None = None) -> None:
+        self.movies, self.words = np.asarray(movies), words
+        self.n = len(self.movies)
+        self.rows_of: dict[int, list[int]] = {}
+        for j, m in enumerate(self.movies.tolist()):
+            self.rows_of.setdefault(m, []).append(j)
+        self.years = np.array([np.nan if (y := (info.get(m) or {}).get("year")) is None else float(y)
+                               for m in self.movies.tolist()])
+        self._genre_rows: dict[str, list[int]] = {}
+        for j, m in enumerate(self.movies.tolist()):
+            for g in (info.get(m) or {}).get("genres") or ():
+                self._genre_rows.setdefault(str(g).strip().lower(), []).append(j)
+        self._person_rows: dict[str, set[int]] = {}
+        self.names: dict[str, tuple[str, int]] = {}  # person key -> (shown name, movies)
+        for w, (label, kind) in enumerate(zip(words.labels, words.kinds)):
+            if kind in PEOPLE_KINDS:
+                self._add_person(label, words.items_with([w]).tolist())
+        for m, names in (people or {}).items():
+            for name in names:
+                if name and m in self.rows_of:
+                    self._add_person(name, self.rows_of[m])
+        self._cache: dict[str, np.ndarray] = {}
+
+    def _add_person(self, name: str, rows: Sequence[int]) -> None:
+        key = person_key(name)
+        if len(key) < 4 or " " not in key:
+            return
+        have = self._person_rows.setdefault(key, set())
+        have.update(rows)
+        self.names[key] = (self.names.get(key, (name, 0))[0], len(have))
+
+    def concept(self, c: Concept) -> np.ndarray:
+        """Rows of movies of kind ``c``: [rows] bool."""
+        hit = self._cache.get(c.label)
+        if hit is not None:
+            return hit
+        mask = np.zeros(self.n, dtype=bool)
+        for g in c.genres:
+            mask[self._genre_rows.get(g, [])] = True
+        for w, (label, kind) in enumerate(zip(self.words.labels, self.words.kinds)):
+            low = label.lower()
+            if (kind in ("genre", "tag") and (low in c.tags or low in c.genres)) or \
+                    (c.pattern is not None and kind in ("genre", "subject") and c.pattern.search(label)):
+                mask[self.words.items_with([w])] = True
+        self._cache[c.label] = mask
+        return mask
+
+    def person(self, name: str) -> np.ndarray:
+        """Rows of movies of a person: [rows] bool."""
+        mask = np.zeros(self.n, dtype=bool)
+        mask[list(self._person_rows.get(person_key(name), ()))] = True
+        return mask
+
+    def adjust(self, u: Understanding, weights: Weights | None = None) -> np.ndarray:
+        """What to add to the standardized scores of every row for the understanding ``u``: [rows] float32."""
+        w = weights or Weights()
+        out = np.zeros(self.n, dtype=np.float64)
+        by_label = {c.label: c for c in CONCEPTS}
+        for label in u.genres:
+            out += w.concept * by_label[label].weight * self.concept(by_label[label])
+        for label in u.excluded:
+            out -= w.hard * self.concept(by_label[label])
+        known = ~np.isnan(self.years)
+        yrs = np.where(known, self.years, 0)
+        hard = [y for y in u.years if y.hard]
+        if hard:
+            inside = np.zeros(self.n, dtype=bool)
+            for y in hard:
+                inside |= known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4))
+            out += w.year * inside - w.hard * (~inside & known) - w.hard / 2 * ~known
+        for y in u.years:
+            if not y.hard:
+                out += w.soft_year * (known & (yrs >= (y.lo or -1)) & (yrs <= (y.hi or 10**4)))
+        for y in u.excluded_years:
+            out -= w.hard * (known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4)))
+        if u.people:
+            count = sum(self.person(p).astype(np.float64) for p in u.people)
+            out += w.person * count - w.hard * (count == 0)
+        for p in u.excluded_people:
+            out -= w.hard * self.person(p)
+        return out.astype(np.float32)
