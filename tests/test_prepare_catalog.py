@@ -59,7 +59,11 @@ def test_prepared_counts(prepared_home: Path) -> None:
     assert load_table(p, "movielens-32m", "movies").height == 87_585
     dialogues = load_table(p, "inspired", "dialogues")
     assert dialogues.group_by("split").len().sort("split").rows() == [("train", 801), ("valid", 99)]
-    assert load_table(p, "redial", "dialogues").height == 1813  # 1,000 + 901 less the 88 in both
+    redial = load_table(p, "redial", "dialogues")
+    # 1,000 + 901 less the 88 in both from raw/, and the train_extra/ dialogues that are in neither
+    assert redial.group_by("source").len().sort("source").rows() == [
+        ("crslab_valid_dialogs.jsonl", 813), ("train_dialogs_union.jsonl", 2_288), ("unicrs_valid_dialogs.jsonl", 1_000)]
+    assert load_table(p, "redial", "movie_lists")["dialogue_id"].n_unique() == 9_747
     turns = load_table(p, "catalog", "redial_turns")
     with_movies = turns.filter(pl.col("movies").list.len() > 0)
     linked = with_movies.filter(pl.col("movie_entities").list.len() > 0).height / with_movies.height

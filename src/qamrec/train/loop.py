@@ -83,11 +83,11 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         net.train()
         t0 = time.perf_counter()
         losses = []
-        history: dict[str, Tensor] | None = None
+        history: dict[str, Tensor] | Tensor | None = None
         for step, idx in enumerate(torch.randperm(len(train_q), generator=gen).split(cfg.batch_size)):
             if step % cfg.graph_every == 0:  # a full pass with gradients through the graph encoder
                 h = net.encode_nodes()
-                history = {t: v.detach() for t, v in h.items()}
+                history = {t: v.detach() for t, v in h.items()} if isinstance(h, dict) else h.detach()
             else:  # the last pass's node representations: the query side, items and biases still learn
                 h = history  # type: ignore[assignment]
             scores = net(subset(train_q, idx), h)
