@@ -65,3 +65,14 @@ def test_prior_features_count_ratings_and_posters():
     assert torch.allclose(phi[:, 0], torch.log1p(torch.tensor([1.0, 2, 1, 1, 0, 1])))
     assert phi[:, 1].abs().sum() == 0 and phi[:, 2].abs().sum() == 0  # no dialogue or co-mention relations
     assert phi[:, 3].tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+
+
+def test_init_starts_targeted_movies_at_their_log_popularity():
+    phi, counts, cands = _toy()
+    prior = ItemPrior(phi, None, cands)
+    prior.init_from_counts(counts)
+    b = prior().detach()
+    y = torch.log1p(counts) - torch.log1p(counts).mean()
+    targeted = counts > 0
+    assert torch.allclose(b[targeted], y[targeted], atol=1e-5)  # as a free bias would start
+    assert prior.free[~targeted].abs().sum() == 0 and b[-1] > y[-1] + 1.0  # the never-targeted one: its prediction

@@ -92,8 +92,10 @@ class ItemPrior(nn.Module):
 
     @torch.no_grad()
     def init_from_counts(self, counts: Tensor) -> None:
-        """Start the predicted part at a least-squares fit of :math:`\\log(1 + \\text{target count})` per
-        candidate movie on the popularity features, the residuals at zero."""
+        r"""Start the predicted part at a least-squares fit of :math:`y = \log(1 + \text{target count})` per
+        candidate movie on the popularity features, and the residual of every movie some training example
+        targets at what the fit misses, so that such a movie starts at :math:`y` (as a free bias would) and a
+        movie no example targets at its prediction."""
         per_movie = torch.zeros(len(self.free)).index_add_(0, self.slot, counts.float())
         y = torch.log1p(per_movie)
         y = y - y.mean()
@@ -101,3 +103,5 @@ class ItemPrior(nn.Module):
         sol = torch.linalg.lstsq(torch.cat([z, torch.ones(len(z), 1)], 1), y[:, None]).solution.squeeze(1)
         self.weight.weight.copy_(sol[:-1][None])
         self.weight.bias.fill_(float(sol[-1]))
+        fit = self.weight(z).squeeze(1)
+        self.free.copy_(torch.where(per_movie > 0, y - fit, torch.zeros_like(y)))
