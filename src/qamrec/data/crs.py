@@ -2,13 +2,17 @@
 and the train / dev / held-out split of its dialogues.
 
 A :class:`CRSSource` names files and prepared tables only; the graph and the models never see a dataset's
-name. ReDial's training pool is the 1,813 raw dialogues we have (the two published validation subsets), so a
-fixed, seeded share of the UniCRS validation file's dialogues is held out for testing and never enters the
-graph or the training examples. INSPIRED trains on its train split and is tested on its validation file.
+name. ReDial's training pool is every train dialogue we have: the raw text dialogues (the two published
+validation subsets, the official train file when downloaded, ``train_extra/``) and the conversations known
+only as movie lists (:func:`list_examples`). ``graph.heldout_fraction`` (the benchmarks use 0.3) holds a fixed,
+seeded share of the UniCRS validation file's dialogues out for testing: they never enter the graph or the
+training examples, as text or as movie lists. INSPIRED trains on its train split and is tested on its
+validation file. Dev examples (early stopping) come from text dialogues only.
 
-Two training settings change the training pool and nothing else: ``train.dialogue_fraction`` keeps a seeded
-share of the training dialogues (examples and graph; for learning curves), and ``train.transfer`` adds another
-dataset's examples mapped into this one's entity space (:func:`transfer_examples`).
+Training settings that change the training pool and nothing else: ``train.dialogue_fraction`` keeps a seeded
+share of the training dialogues (examples and graph; for learning curves), ``train.extra_dialogues=false``
+keeps only the published validation subsets, and ``train.transfer`` adds another dataset's examples mapped
+into this one's entity space (:func:`transfer_examples`).
 """
 
 from __future__ import annotations
@@ -245,7 +249,6 @@ def load_crs(name: str, config: Config) -> CRSData:
         whole = config.with_overrides(["train.transfer=", "train.dialogue_fraction=1"])  # all of the other's
         train += transfer_examples(load_crs(other, whole), entity2id, entity_movie, read_item_ids(raw / src.item_ids))
     kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
-
     return CRSData(
         name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
         item_ids=read_item_ids(raw / src.item_ids), entity_movie=entity_movie, train=train, dev=dev,
