@@ -60,7 +60,12 @@ class ItemPrior(nn.Module):
     def __init__(self, features: Tensor, text: Tensor | None, candidates: Tensor) -> None:
         super().__init__()
         nodes, slot = torch.unique(candidates, return_inverse=True)
-        self.register_buffer("phi", features[nodes].float(), persistent=False)
+        # standardized once, in float64: the same bits whatever the number of threads (resumed trainings
+        # must end with exactly the weights of uninterrupted ones); a feature that does not vary is 0
+        phi = features[nodes].double()
+        sd = phi.std(0) if len(phi) > 1 else torch.ones(phi.shape[1], dtype=torch.float64)
+        z = torch.where(sd > 1e-3, (phi - phi.mean(0)) / sd.clamp(min=1e-3), torch.zeros_like(phi))
+        self.register_buffer("z", z.float(), persistent=False)
         self.register_buffer("slot", slot, persistent=False)
         if text is not None:
             self.register_buffer("x_text", text[nodes].float(), persistent=False)
@@ -68,16 +73,14 @@ class ItemPrior(nn.Module):
             nn.init.zeros_(self.text.weight)
         else:
             self.text = None
-        self.register_buffer("mu", self.phi.mean(0), persistent=False)
-        self.register_buffer("sd", self.phi.std(0).clamp(min=1e-6), persistent=False)
-        self.weight = nn.Linear(self.phi.shape[1], 1)
+        self.weight = nn.Linear(z.shape[1], 1)
         nn.init.zeros_(self.weight.weight)
         nn.init.zeros_(self.weight.bias)
         self.free = nn.Parameter(torch.zeros(len(nodes)))
 
     def movie_bias(self) -> Tensor:
         """``[n_unique_candidate_movies]`` bias per candidate movie."""
-        b = self.weight((self.phi - self.mu) / self.sd).squeeze(1) + self.free
+        b = self.weight(self.z).squeeze(1) + self.free
         if self.text is not None:
             b = b + self.text(self.x_text).squeeze(1)
         return b
@@ -96,12 +99,13 @@ class ItemPrior(nn.Module):
         candidate movie on the popularity features, and the residual of every movie some training example
         targets at what the fit misses, so that such a movie starts at :math:`y` (as a free bias would) and a
         movie no example targets at its prediction."""
-        per_movie = torch.zeros(len(self.free)).index_add_(0, self.slot, counts.float())
+        per_movie = torch.zeros(len(self.free), dtype=torch.float64).index_add_(0, self.slot, counts.double())
         y = torch.log1p(per_movie)
         y = y - y.mean()
-        z = (self.phi - self.mu) / self.sd
-        sol = torch.linalg.lstsq(torch.cat([z, torch.ones(len(z), 1)], 1), y[:, None]).solution.squeeze(1)
-        self.weight.weight.copy_(sol[:-1][None])
+        z = self.z.double()
+        design = torch.cat([z, torch.ones(len(z), 1, dtype=torch.float64)], 1)
+        sol = torch.linalg.lstsq(design, y[:, None]).solution.squeeze(1)  # float64: thread-independent bits
+        fit = design @ sol
+        self.weight.weight.copy_(sol[:-1][None].float())
         self.weight.bias.fill_(float(sol[-1]))
-        fit = self.weight(z).squeeze(1)
-        self.free.copy_(torch.where(per_movie > 0, y - fit, torch.zeros_like(y)))
+        self.free.copy_(torch.where(per_movie > 0, y - fit, torch.zeros_like(y)).float())
