@@ -40,8 +40,9 @@ class ItemPrior(nn.Module):
     .. math::
         b_j = \mathbf{w}^\top \boldsymbol{\phi}_{m(j)} + \mathbf{u}^\top \mathbf{x}^{text}_{m(j)} + c_{m(j)}
 
-    where :math:`\boldsymbol{\phi}` are the popularity features of :func:`prior_features` (MovieLens ratings,
-    dialogue mentions, co-mentions, poster), :math:`\mathbf{x}^{text}` the frozen text embedding and
+    where :math:`\boldsymbol{\phi}` are the standardized popularity features of :func:`prior_features`
+    (MovieLens ratings, dialogue mentions, co-mentions, poster), :math:`\mathbf{x}^{text}` the frozen text
+    embedding and
     :math:`c` a free per-movie residual kept small by an :math:`\ell_2` penalty (:meth:`penalty`).
 
     A free bias per candidate alone (what a full-softmax recommender learns) is pushed down at every step for
