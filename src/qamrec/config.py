@@ -103,7 +103,7 @@ class ModelConfig(BaseModel):
     text_features: bool = True
     poster_features: bool = True
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
-    item_prior: bool = Field(default=True, description="each candidate's bias predicted from its popularity "
+    item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "
                                                        "shared per movie, plus a small free residual; false: a free "
                                                        "bias per candidate")
