@@ -204,6 +204,7 @@ def load_crs(name: str, config: Config) -> CRSData:
     links = all_links.filter(pl.col("source") == src.link_source)
     entity_movie = {int(k): int(m) for k, m in links.select("key", "movie_id").iter_rows()}
     entity2id = {str(k): int(v) for k, v in read_json(raw / src.entity2id).items()}
+    item_ids = read_item_ids(raw / src.item_ids)
     test_file = raw / src.valid_file
     if src.train_file:
         examples = read_crs_examples(raw / src.train_file, entity2id)
@@ -235,7 +236,7 @@ def load_crs(name: str, config: Config) -> CRSData:
     if lists is not None:  # conversations known only as movie lists: training examples and graph dialogues
         list_ids = lists["dialogue_id"].unique(maintain_order=True).to_list()
         train += list_examples(lists, titles=_titles(prepared, entity_movie), first_dialogue=len(order),
-                               items=set(read_item_ids(raw / src.item_ids)))
+                               items=set(item_ids))
         order = order + list_ids
     pool = [i for i in range(len(order)) if i not in dev_d]
     if config.train.dialogue_fraction < 1.0:  # a learning curve: fewer training dialogues, same dev and test
@@ -247,11 +248,11 @@ def load_crs(name: str, config: Config) -> CRSData:
         if other == name:
             raise QamrecError(f"train.transfer: {name!r} cannot transfer from itself")
         whole = config.with_overrides(["train.transfer=", "train.dialogue_fraction=1"])  # all of the other's
-        train += transfer_examples(load_crs(other, whole), entity2id, entity_movie, read_item_ids(raw / src.item_ids))
+        train += transfer_examples(load_crs(other, whole), entity2id, entity_movie, item_ids)
     kg = {t: load_table(prepared, src.kg_step, t) for t in ("entities", "relations", "triples")}
     return CRSData(
         name=name, entities=kg["entities"], relations=kg["relations"], triples=kg["triples"],
-        item_ids=read_item_ids(raw / src.item_ids), entity_movie=entity_movie, train=train, dev=dev,
+        item_ids=item_ids, entity_movie=entity_movie, train=train, dev=dev,
         train_dialogues=_mentions(turns.filter(pl.col("dialogue_id").is_in(train_ids)), entity_movie, all_links,
                                   prepared, src.kg_step,
                                   None if lists is None else lists.filter(pl.col("dialogue_id").is_in(train_ids))),

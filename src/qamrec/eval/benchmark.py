@@ -12,7 +12,7 @@ from typing import Any
 from qamrec.config import Config
 from qamrec.eval.evaluate import PUBLISHED, comparison_table
 from qamrec.io import atomic_write_json, atomic_write_text
-from qamrec.train.rundir import reusable_run
+from qamrec.train.rundir import train_or_reuse
 
 __all__ = ["Variant", "VARIANTS", "run_crs_benchmark", "bar_chart", "mean_std"]
 
@@ -123,11 +123,8 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
         for seed in seeds:
             t0 = time.perf_counter()
             run_dir = out / "runs" / (f"{dataset}-{v.name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
-            c = config.with_overrides(list(v.overrides) + [f"seed={seed}"])
-            if reusable_run(run_dir, c, dataset, v.model) is None:
-                train(dataset, run_dir, v.model, c)
-            else:
-                log(f"[{v.name} seed {seed}] reusing {run_dir}")
+            train_or_reuse(run_dir, config.with_overrides(list(v.overrides) + [f"seed={seed}"]), dataset, v.model,
+                           lambda d, r, c, model=v.model: train(d, r, model, c), f"{v.name} seed {seed}", log)
             m = evaluate_run(run_dir, test_file)
             m["seed"], m["wall_s"] = seed, round(time.perf_counter() - t0, 1)
             run_m = json.loads((run_dir / "metrics.json").read_text())
