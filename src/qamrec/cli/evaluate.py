@@ -242,3 +242,38 @@ def benchmark_sequential(
         atomic_write_json(json_out, rows)
     console.print(f"wrote {out / 'sequential_ml100k.md'}, .json" + (" and sequential_modality_groups.png" if any(
         "modality_weights_by_group" in r for r in rows) else ""))
+
+
+@benchmark_app.command("graph-probe")
+def benchmark_graph_probe(
+    run: Annotated[Path, typer.Option(help="a trained qamrec run directory")],
+    out: Annotated[Path, typer.Option(help="folder for graph_probe_<dataset>.{md,json}")] = Path("bench"),
+    on: Annotated[str, typer.Option(help="dev (the run's early-stopping examples) or test (its test examples)")]
+    = "dev",
+) -> None:
+    """What the trained GAT and pooling use: relations removed at inference, attention entropy, message share,
+    gradient norms per relation, pooling replaced by a mean."""
+    from qamrec.data.crs import load_crs
+    from qamrec.eval.graph_probe import probe_markdown, probe_model
+    from qamrec.io import atomic_write_json, atomic_write_text
+    from qamrec.models.qamrec import QAMRec
+    from qamrec.train.run import load_run
+
+    if on not in ("dev", "test"):
+        raise QamrecError(f"--on {on!r}: use dev or test")
+    c = cfg()
+    model, graph, saved = load_run(run, c)
+    if not isinstance(model, QAMRec):
+        raise QamrecError(f"{run}: the probe reads a qamrec run, not {model.name}")
+    dataset = saved["dataset"]
+    if on == "dev":
+        run_cfg = Config(**{k: v for k, v in saved.items() if k != "dataset"} | {"home": c.home})
+        examples = load_crs(dataset, run_cfg).dev
+    else:
+        examples = _run_test_examples(run, dataset, graph)[0]
+    r = probe_model(model, examples, graph.meta["item_ids"]) | {"run": str(run), "dataset": dataset, "on": on}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"graph_probe_{dataset}.json", r)
+    md = probe_markdown(r, f"Graph probe: {dataset}, {on} examples of `{run.name}`")
+    atomic_write_text(out / f"graph_probe_{dataset}.md", md)
+    console.print(md, markup=False, highlight=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
@@ -78,22 +80,38 @@ class GATEncoder(nn.Module):
         return hit[1], hit[2], hit[3]
 
     def relation(self, layer: int, et: EdgeType, x_dict: dict[str, Tensor], edge_index: Tensor,
-                 edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Messages of relation ``et`` in ``layer``: (target node ids, their aggregated messages)."""
+                 edge_attr: Tensor | None, trace: dict[str, Any] | None = None) -> tuple[Tensor, Tensor]:
+        """Messages of relation ``et`` in ``layer``: (target node ids, their aggregated messages).
+
+        With ``trace`` (a dict), the attention coefficients ``alpha`` [E, heads] and the edge index renumbered
+        into the target nodes ``local_dst`` [E] are stored in it (for :mod:`qamrec.eval.graph_probe`)."""
         src, dst, local = self._subgraph(et, edge_index)
         conv = self.convs[layer]["__".join(et)]
-        return dst, conv((x_dict[et[0]][src], x_dict[et[2]][dst]), local, edge_attr)
+        x = (x_dict[et[0]][src], x_dict[et[2]][dst])
+        if trace is None:
+            return dst, conv(x, local, edge_attr)
+        msg, (ei, alpha) = conv(x, local, edge_attr, return_attention_weights=True)
+        trace.update(alpha=alpha.detach(), local_dst=ei[1], dst=dst, msg=msg.detach())
+        return dst, msg
 
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
-                edge_attr_dict: dict[EdgeType, Tensor] | None = None) -> dict[str, Tensor]:
-        """Node representations after every layer (same shapes as ``x_dict``)."""
+                edge_attr_dict: dict[EdgeType, Tensor] | None = None,
+                trace: dict[tuple[int, EdgeType], dict[str, Any]] | None = None) -> dict[str, Tensor]:
+        """Node representations after every layer (same shapes as ``x_dict``).
+
+        ``trace`` (optional) receives, per (layer, relation), what :meth:`relation` records, and per
+        (layer, node type) under ``(layer, ("root", t, t))`` the self term ``msg``."""
         edge_attr_dict = edge_attr_dict or {}
         for layer, (root, norm) in enumerate(zip(self.roots, self.norms)):
             out = {t: root[t](x) for t, x in x_dict.items()}
+            if trace is not None:
+                for t, v in out.items():
+                    trace[(layer, ("root", t, t))] = {"msg": v.detach()}
             for et, ei in edge_index_dict.items():
                 if ei.shape[1] == 0:
                     continue
-                dst, msg = self.relation(layer, et, x_dict, ei, edge_attr_dict.get(et))
+                rec = trace.setdefault((layer, et), {}) if trace is not None else None
+                dst, msg = self.relation(layer, et, x_dict, ei, edge_attr_dict.get(et), rec)
                 out[et[2]] = out[et[2]].index_add(0, dst, msg)
             new = {}
             for t, x in x_dict.items():

@@ -172,14 +172,14 @@ class QAMRecNet(nn.Module):
             x[t] = emb.weight
         return x
 
-    def encode_nodes(self) -> dict[str, Tensor]:
-        """Representations of every node after the encoder."""
+    def encode_nodes(self, trace: dict | None = None) -> dict[str, Tensor]:
+        """Representations of every node after the encoder (``trace``: see :class:`GATEncoder`)."""
         x = self.node_inputs()
         if isinstance(self.encoder, GATEncoder):
             ei = {et: getattr(self, "ei_" + "__".join(et)) for et in self.edge_types}
             ea = {et: getattr(self, "ea_" + "__".join(et)) for et in self.edge_types
                   if hasattr(self, "ea_" + "__".join(et))}
-            return self.encoder(x, ei, ea)
+            return self.encoder(x, ei, ea, trace)
         return {t: v + self.encoder[t](v) for t, v in x.items()}
 
     def items(self, h: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,237 @@
+"""What the graph encoder and the query-aware pooling of a trained QAMRec actually use.
+
+Four probes on a fitted model and a set of examples (by default the run's dev examples, so that what the
+probe suggests is never chosen on test data):
+
+* **relation ablation**: the metrics with one relation's edges removed at inference (both directions of a
+  relation pair are separate relations), and with every edge removed (the GAT then only applies its self
+  terms): a relation the trained model ignores costs nothing;
+* **attention**: per layer and relation, the mean normalized entropy :math:`H_i / \\log d_i` of each target
+  node's attention over its :math:`d_i \\ge 2` neighbours (1 = uniform, as mean aggregation; near 0 = one
+  neighbour) and the mean largest coefficient;
+* **message share**: per layer and relation, the mean norm of the aggregated message that reaches a candidate
+  movie, relative to the self term's norm;
+* **gradient norms**: of the cross-entropy of a batch of examples, per relation's attention parameters and
+  per other part of the network;
+* **pooling**: the metrics with the query-aware pooling replaced by an unweighted mean, and with the pooled
+  vector set to zero; the normalized entropy of the pooling weights over query sets of two or more nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import scatter
+
+from qamrec.eval.evaluate import evaluate
+from qamrec.eval.protocol import CRSExample
+from qamrec.models.gat import GATEncoder
+from qamrec.models.net import QAMRecNet
+from qamrec.models.qamrec import QAMRec, example_query
+
+__all__ = ["probe_model", "probe_markdown"]
+
+_KEYS = ("recall@10", "recall@50", "ndcg@10")
+
+
+def _name(et: tuple[str, str, str]) -> str:
+    return "__".join(et)
+
+
+def _metrics(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int]) -> dict[str, float]:
+    model._precomputed = None
+    m = evaluate(model.score([example_query(e) for e in examples]), examples, item_ids)
+    model._precomputed = None
+    return {k: float(m[k]) for k in _KEYS}
+
+
+@contextlib.contextmanager
+def _without(net: QAMRecNet, relations: Sequence[tuple[str, str, str]]) -> Iterator[None]:
+    """The network with the edges of ``relations`` removed (restored on exit)."""
+    saved = {}
+    for et in relations:
+        key = "ei_" + _name(et)
+        saved[key] = getattr(net, key)
+        setattr(net, key, saved[key][:, :0])
+    try:
+        yield
+    finally:
+        for key, v in saved.items():
+            setattr(net, key, v)
+
+
+class _Pooling(nn.Module):
+    """Stand-in for the pooling at inference: ``"mean"`` (no query weights, no prior) or ``"zero"``."""
+
+    def __init__(self, inner: nn.Module, mode: str) -> None:
+        super().__init__()
+        self.inner, self.mode = inner, mode
+
+    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.mode == "zero":
+            return q.new_zeros(q.shape), h.new_zeros(h.shape[0])
+        ones = torch.ones(h.shape[0])
+        count = scatter(ones, batch, dim=0, dim_size=q.shape[0], reduce="sum").clamp(min=1)
+        return scatter(h, batch, dim=0, dim_size=q.shape[0], reduce="sum") / count.unsqueeze(1), ones / count[batch]
+
+
+@contextlib.contextmanager
+def _pooling(net: QAMRecNet, mode: str) -> Iterator[None]:
+    inner = net.pool
+    net.pool = _Pooling(inner, mode)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        net.pool = inner
+
+
+def _entropy(alpha: Tensor, index: Tensor, size: int) -> tuple[float, float, int]:
+    """Mean normalized entropy and mean largest weight of ``alpha`` [E] grouped by ``index`` [E], over groups
+    of two or more; and how many such groups."""
+    deg = torch.bincount(index, minlength=size).float()
+    h = scatter(-(alpha * alpha.clamp_min(1e-12).log()), index, dim=0, dim_size=size, reduce="sum")
+    top = scatter(alpha, index, dim=0, dim_size=size, reduce="max")
+    ok = deg >= 2
+    if not bool(ok.any()):
+        return float("nan"), float("nan"), 0
+    return float((h[ok] / deg[ok].log()).mean()), float(top[ok].mean()), int(ok.sum())
+
+
+@torch.no_grad()
+def _attention(net: QAMRecNet) -> list[dict[str, Any]]:
+    net.eval()
+    trace: dict[tuple[int, Any], dict[str, Any]] = {}
+    net.encode_nodes(trace)
+    cand = net.candidates
+    rows = []
+    for (layer, et), rec in trace.items():
+        if et[0] == "root":
+            continue
+        alpha = rec["alpha"].mean(dim=1)
+        n_dst = int(rec["dst"].numel())
+        ent, top, n = _entropy(alpha, rec["local_dst"], n_dst)
+        row: dict[str, Any] = {"layer": layer, "relation": _name(et), "edges": int(alpha.numel()),
+                               "targets_deg2": n, "entropy": ent, "max_alpha": top}
+        if et[2] == "movie":
+            root = trace[(layer, ("root", "movie", "movie"))]["msg"]
+            pos = torch.full((root.shape[0],), -1, dtype=torch.long)
+            pos[rec["dst"]] = torch.arange(n_dst)
+            hit = pos[cand]
+            hit = hit[hit >= 0]
+            msg_norm = rec["msg"][hit].norm(dim=1)
+            root_norm = root[cand].norm(dim=1).mean()
+            row["candidates_reached"] = int(hit.numel())
+            row["message_to_self"] = float(msg_norm.mean() / root_norm) if hit.numel() else 0.0
+        rows.append(row)
+    return rows
+
+
+def _gradients(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int], n: int = 512,
+               seed: int = 0) -> dict[str, float]:
+    net = model.net
+    assert net is not None
+    col = {e: j for j, e in enumerate(item_ids)}
+    usable = [e for e in examples if e.item in col]
+    rng = np.random.default_rng(seed)
+    pick = [usable[i] for i in rng.permutation(len(usable))[:n]]
+    if not pick:
+        return {}
+    qb = model.featurize([example_query(e) for e in pick])
+    gold = torch.tensor([col[e.item] for e in pick])
+    net.eval()
+    net.zero_grad()
+    loss = nn.functional.cross_entropy(net(qb), gold)
+    loss.backward()
+    groups: dict[str, float] = defaultdict(float)
+    for name, p in net.named_parameters():
+        if p.grad is None:
+            continue
+        parts = name.split(".")
+        if parts[0] == "encoder" and parts[1] == "convs":
+            key = "relation " + parts[3]
+        elif parts[0] == "encoder":
+            key = "encoder " + parts[1]
+        else:
+            key = parts[0]
+        groups[key] += float(p.grad.pow(2).sum())
+    net.zero_grad()
+    return {k: math.sqrt(v) for k, v in sorted(groups.items())}
+
+
+@torch.no_grad()
+def _pool_entropy(model: QAMRec, examples: Sequence[CRSExample]) -> dict[str, float]:
+    net = model.net
+    assert net is not None
+    model._precomputed = None
+    table, _ = model.precompute()
+    qb = model.featurize([example_query(e) for e in examples])
+    _, alpha = net.preference(table, qb)
+    ent, top, n = _entropy(alpha, qb.batch, len(qb))
+    return {"entropy": ent, "max_alpha": top, "queries_set2": n,
+            "mean_set_size": float(len(qb.batch) / max(len(qb), 1))}
+
+
+def probe_model(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int]) -> dict[str, Any]:
+    """All probes of a fitted QAMRec on ``examples`` (see the module docstring)."""
+    net = model.net
+    assert net is not None, "fit or load the model first"
+    out: dict[str, Any] = {"examples": len(examples), "full": _metrics(model, examples, item_ids)}
+    rels = [et for et in net.edge_types if getattr(net, "ei_" + _name(et)).shape[1]]
+    if isinstance(net.encoder, GATEncoder):
+        abl = [{"relation": _name(et), "edges": int(getattr(net, "ei_" + _name(et)).shape[1])}
+               | _without_metrics(model, net, [et], examples, item_ids) for et in rels]
+        abl.append({"relation": "all edges", "edges": sum(r["edges"] for r in abl)}
+                   | _without_metrics(model, net, rels, examples, item_ids))
+        out["relation_ablation"] = abl
+        out["attention"] = _attention(net)
+    with _pooling(net, "mean"):
+        out["pooling_mean"] = _metrics(model, examples, item_ids)
+    with _pooling(net, "zero"):
+        out["pooling_zero"] = _metrics(model, examples, item_ids)
+    out["pooling_attention"] = _pool_entropy(model, examples)
+    out["gradient_norms"] = _gradients(model, examples, item_ids)
+    model._precomputed = None
+    return out
+
+
+def _without_metrics(model: QAMRec, net: QAMRecNet, rels: Sequence[tuple[str, str, str]],
+                     examples: Sequence[CRSExample], item_ids: Sequence[int]) -> dict[str, float]:
+    with _without(net, rels):
+        return _metrics(model, examples, item_ids)
+
+
+def probe_markdown(r: dict[str, Any], title: str) -> str:
+    """The probe's result as markdown tables."""
+    f = r["full"]
+    lines = [f"# {title}", "", f"{r['examples']:,} examples. Full model: R@10 {f['recall@10']:.4f}, "
+             f"R@50 {f['recall@50']:.4f}, NDCG@10 {f['ndcg@10']:.4f}.", ""]
+    if "relation_ablation" in r:
+        lines += ["## Relations removed at inference", "", "| relation | edges | ΔR@10 | ΔR@50 | ΔNDCG@10 |",
+                  "|---|---|---|---|---|"]
+        for a in sorted(r["relation_ablation"], key=lambda a: a["ndcg@10"]):
+            lines.append(f"| {a['relation']} | {a['edges']:,} | {a['recall@10'] - f['recall@10']:+.4f} | "
+                         f"{a['recall@50'] - f['recall@50']:+.4f} | {a['ndcg@10'] - f['ndcg@10']:+.4f} |")
+        lines += ["", "## Attention per relation", "",
+                  "| layer | relation | edges | targets (deg ≥ 2) | entropy / log deg | max α | message / self |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in r["attention"]:
+            ms = f"{a['message_to_self']:.3f}" if "message_to_self" in a else "–"
+            lines.append(f"| {a['layer']} | {a['relation']} | {a['edges']:,} | {a['targets_deg2']:,} | "
+                         f"{a['entropy']:.3f} | {a['max_alpha']:.3f} | {ms} |")
+    pm, pz, pa = r["pooling_mean"], r["pooling_zero"], r["pooling_attention"]
+    lines += ["", "## Query-aware pooling", "", "| pooling at inference | R@10 | R@50 | NDCG@10 |", "|---|---|---|---|",
+              f"| trained attention | {f['recall@10']:.4f} | {f['recall@50']:.4f} | {f['ndcg@10']:.4f} |",
+              f"| unweighted mean | {pm['recall@10']:.4f} | {pm['recall@50']:.4f} | {pm['ndcg@10']:.4f} |",
+              f"| none (g = 0) | {pz['recall@10']:.4f} | {pz['recall@50']:.4f} | {pz['ndcg@10']:.4f} |", "",
+              f"Pooling weights: mean set size {pa['mean_set_size']:.1f}; over {pa['queries_set2']:,} sets of 2+, "
+              f"entropy / log size {pa['entropy']:.3f}, largest weight {pa['max_alpha']:.3f}.", "",
+              "## Gradient norms (cross-entropy of up to 512 examples)", "", "| part | ‖∇‖ |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in r["gradient_norms"].items()]
+    return "\n".join(lines) + "\n"
