@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def tiny_graph(seed: int = 0) -> Graph:
 def fake_text(texts: list[str]) -> np.ndarray:
     out = np.zeros((len(texts), TEXT_DIM), np.float32)
     for i, t in enumerate(texts):
-        rng = np.random.default_rng(abs(hash(t)) % (2**32))
+        rng = np.random.default_rng(zlib.crc32(t.encode()))  # str hash() differs per process
         out[i] = rng.standard_normal(TEXT_DIM)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
@@ -252,3 +253,26 @@ def test_fit_net_runs_the_encoder_on_every_nth_batch(graph_every, monkeypatch):
     assert calls.count(False) == 2  # the dev evaluation after each epoch
     assert len(hist.epochs) == 2
     assert any(not torch.equal(a, b) for a, b in zip(enc0, net.encoder.parameters()))  # the encoder still learns
+
+
+def test_featurizer_gives_each_member_its_role_and_pooling_can_prefer_named_movies():
+    from qamrec.models.query import ROLES
+
+    graph = tiny_graph()
+    f = QueryFeaturizer(graph, fake_text, retrieved=3)
+    qb = f([Query("a horror movie with Tom Hanks", entities=(900, 101))])
+    named = {int(n) for n, r in zip(qb.nodes, qb.role) if ROLES[int(r)] == "named_movie"}
+    assert named == {0}  # entity 900 is movie node 0
+    kinds = {ROLES[int(r)] for r in qb.role}
+    assert {"named_movie", "named_entity", "phrase", "retrieved"} <= kinds
+    assert len(qb.role) == len(qb.nodes)
+    assert torch.equal(subset(qb, torch.tensor([0])).role, qb.role)
+    # a pooling whose role term favours named movies puts (nearly) all weight on them
+    pool = QueryAwarePooling(8, roles=len(ROLES))
+    h, q = torch.randn(len(qb.nodes), 8), torch.randn(1, 8)
+    _, a0 = pool(h, q, qb.batch, role=qb.role)
+    with torch.no_grad():
+        pool.role_bias[0] = 50.0
+    _, a1 = pool(h, q, qb.batch, role=qb.role)
+    is_named = qb.role == 0
+    assert float(a1[is_named].sum()) > 0.99 > float(a0[is_named].sum())

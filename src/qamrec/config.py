@@ -100,6 +100,8 @@ class ModelConfig(BaseModel):
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     encoder: str = Field(default="gat", pattern="^(gat|mlp)$", description="gat, or mlp (no graph)")
     pooling: str = Field(default="attention", pattern="^(attention|mean)$")
+    pool_roles: bool = Field(default=False, description="the pooling's attention knows each member's role in the "
+                             "query (named movie, named entity, phrase in the text, retrieved by text)")
     text_features: bool = True
     poster_features: bool = True
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")

@@ -74,7 +74,8 @@ class _Pooling(nn.Module):
         super().__init__()
         self.inner, self.mode = inner, mode
 
-    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None,
+                role: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.mode == "zero":
             return q.new_zeros(q.shape), h.new_zeros(h.shape[0])
         ones = torch.ones(h.shape[0])

@@ -12,7 +12,7 @@ from qamrec.models.gat import GATEncoder
 from qamrec.models.modality import ModalityGate
 from qamrec.models.pooling import QueryAwarePooling
 from qamrec.models.prior import ItemPrior, prior_features
-from qamrec.models.query import POOLED_TYPES, QueryBatch
+from qamrec.models.query import POOLED_TYPES, ROLES, QueryBatch
 
 __all__ = ["QAMRecNet"]
 
@@ -92,7 +92,7 @@ class QAMRecNet(nn.Module):
             self.encoder = nn.ModuleDict({t: _mlp(h, h, cfg.dropout) for t in self.node_types})
         self.register_buffer("candidates", torch.tensor(graph.meta["candidates"], dtype=torch.long), persistent=False)
         self.query = _mlp(text_dim, h, cfg.dropout)
-        self.pool = QueryAwarePooling(h, cfg.pooling)
+        self.pool = QueryAwarePooling(h, cfg.pooling, len(ROLES) if cfg.pool_roles else 0)
         self.fuse = _mlp(3 * h, h, cfg.dropout)
         self.item = nn.Linear(h, h)
         if cfg.item_prior:  # the bias predicted from popularity features and content, shared per movie
@@ -196,7 +196,7 @@ class QAMRecNet(nn.Module):
         """The fused preference vector [B, hidden] and the pooling weights of the query's node set."""
         q = self.query(qb.text)
         prior = qb.prior if self.cfg.pooling == "attention" else None
-        g, alpha = self.pool(table[qb.nodes], q, qb.batch, prior)
+        g, alpha = self.pool(table[qb.nodes], q, qb.batch, prior, qb.role if self.cfg.pool_roles else None)
         return q + self.fuse(torch.cat([q, g, q * g], dim=-1)), alpha
 
     def score(self, p: Tensor, items: Tensor, qb: QueryBatch) -> Tensor:

@@ -19,25 +19,37 @@ class QueryAwarePooling(nn.Module):
 
     in the spirit of attention aggregation (Li et al., "Gated Graph Sequence Neural Networks", 2016, as in
     PyG's :class:`~torch_geometric.nn.aggr.AttentionalAggregation`), with the gate conditioned on the query.
+    With ``roles > 0`` each member also has a role :math:`r_i` (why it is in the set: a movie the query names,
+    a movie retrieved by text similarity, ...) and the logit gains a query-conditioned role term
+    :math:`\langle \mathbf{e}_{r_i}, \mathbf{q} \rangle + c_{r_i}` (zero at initialisation), so a query can
+    lean on the movies it names rather than on retrieved ones, which a mean cannot.
     ``mode="mean"`` gives the unweighted mean (the ablation). A query with an empty set gets :math:`\mathbf{g}=0`.
 
     Args:
         channels: width of node and query representations.
         mode: ``"attention"`` or ``"mean"``.
+        roles: number of member roles (0: none).
     """
 
-    def __init__(self, channels: int, mode: str = "attention") -> None:
+    def __init__(self, channels: int, mode: str = "attention", roles: int = 0) -> None:
         super().__init__()
         if mode not in ("attention", "mean"):
             raise ValueError(f"mode must be 'attention' or 'mean', not {mode!r}")
         self.mode = mode
         self.gate = nn.Sequential(nn.Linear(3 * channels, channels), nn.ReLU(), nn.Linear(channels, 1))
+        if roles:
+            self.role_emb = nn.Parameter(torch.zeros(roles, channels))
+            self.role_bias = nn.Parameter(torch.zeros(roles))
+        else:
+            self.role_emb = self.role_bias = None
 
-    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None,
+                role: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Pool ``h`` [N, C] (set members) by ``batch`` [N] (their query index) against ``q`` [B, C].
 
-        ``weight`` [N] (optional) adds a log-prior to each member's logit (e.g. text-retrieval similarity).
-        Returns ``g`` [B, C] and the attention weights ``alpha`` [N] (they sum to 1 within each query).
+        ``weight`` [N] (optional) adds a log-prior to each member's logit (e.g. text-retrieval similarity);
+        ``role`` [N] (optional, with ``roles > 0``) each member's role. Returns ``g`` [B, C] and the attention
+        weights ``alpha`` [N] (they sum to 1 within each query).
         """
         size = q.shape[0]
         if h.shape[0] == 0:
@@ -47,6 +59,8 @@ class QueryAwarePooling(nn.Module):
         else:
             qi = q[batch]
             logits = self.gate(torch.cat([h, qi, h * qi], dim=-1)).squeeze(-1)
+            if self.role_emb is not None and role is not None and role.numel():
+                logits = logits + (self.role_emb[role] * qi).sum(-1) + self.role_bias[role]
         if weight is not None:
             logits = logits + weight
         if size == 1:  # one query (serving): a plain softmax and product, without the scatter kernels

@@ -12,10 +12,14 @@ from torch import Tensor
 
 from qamrec.graph.store import Graph
 
-__all__ = ["Query", "QueryBatch", "QueryFeaturizer", "subset", "PhraseMatcher", "context_text", "POOLED_TYPES"]
+__all__ = ["Query", "QueryBatch", "QueryFeaturizer", "subset", "PhraseMatcher", "context_text", "POOLED_TYPES",
+           "ROLES"]
 
 #: node types a query's set can hold, in the order of the concatenated node table
 POOLED_TYPES = ("movie", "entity", "genre", "tag")
+#: why a node is in a query's set (``QueryBatch.role``): a movie the query names, another entity it names, a
+#: genre / tag / entity label found in its text, a movie retrieved by text similarity
+ROLES = ("named_movie", "named_entity", "phrase", "retrieved")
 _WORD = re.compile(r"[a-z0-9']+")
 _STOP = frozenset("""a an and are as at be but by for from have he her his i if in is it its me my no not of on or
 our she so that the their them they this to too was we were what when which who will with you your like love good
@@ -40,7 +44,8 @@ class QueryBatch:
     """Featurized queries: ``text`` [B, D_text]; the pooled set as ``nodes`` [N] (global ids into the node table
     ordered by :data:`POOLED_TYPES`) with ``batch`` [N] (query index) and ``prior`` [N] (a log-weight);
     ``anchors`` [M] / ``anchor_batch`` [M]: the movie nodes named in each query; ``mentioned`` [K] /
-    ``mentioned_batch`` [K]: the candidate indices of those movies."""
+    ``mentioned_batch`` [K]: the candidate indices of those movies; ``role`` [N]: each set member's index in
+    :data:`ROLES` (empty when the featurizer does not say)."""
 
     text: Tensor
     nodes: Tensor
@@ -50,6 +55,7 @@ class QueryBatch:
     anchor_batch: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     mentioned: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     mentioned_batch: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    role: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def __len__(self) -> int:
         return self.text.shape[0]
@@ -146,6 +152,7 @@ class QueryFeaturizer:
         nodes: list[int] = []
         batch: list[int] = []
         prior: list[float] = []
+        role: list[int] = []
         anchors: list[int] = []
         anchor_batch: list[int] = []
         mentioned: list[int] = []
@@ -155,7 +162,7 @@ class QueryFeaturizer:
             sim = text_index(tn[0])[None] if text_index is not None and len(tn) == 1 else tn @ self.movie_text.T
             top_val, top_idx = sim.topk(min(self.retrieved, sim.shape[1]), dim=1)
         for b, q in enumerate(queries):
-            members: dict[int, float] = {}
+            members: dict[int, tuple[float, int]] = {}  # node -> (log-prior, role)
             am = self.anchor_movies(q)
             anchors += am
             anchor_batch += [b] * len(am)
@@ -163,22 +170,23 @@ class QueryFeaturizer:
             mentioned += mc
             mentioned_batch += [b] * len(mc)
             for m in am:
-                members[self.offsets["movie"] + m] = 0.0
+                members[self.offsets["movie"] + m] = (0.0, 0)
             for e in q.entities:
                 if e in self.entity_node:
-                    members.setdefault(self.offsets["entity"] + self.entity_node[e], 0.0)
+                    members.setdefault(self.offsets["entity"] + self.entity_node[e], (0.0, 1))
             for typ, matcher in self.matchers.items():
                 for i in matcher.match(q.text):
-                    members.setdefault(self.offsets[typ] + i, 0.0)
+                    members.setdefault(self.offsets[typ] + i, (0.0, 2))
             if self.retrieved:
                 for v, i in zip(top_val[b].tolist(), top_idx[b].tolist()):
-                    members.setdefault(self.offsets["movie"] + i, float(np.log(max(v, 1e-6))))
+                    members.setdefault(self.offsets["movie"] + i, (float(np.log(max(v, 1e-6))), 3))
             nodes += members
-            prior += members.values()
+            prior += [p for p, _ in members.values()]
+            role += [r for _, r in members.values()]
             batch += [b] * len(members)
         long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
         return QueryBatch(t, long(nodes), long(batch), torch.tensor(prior, dtype=torch.float32),
-                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch))
+                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch), long(role))
 
 
 def subset(qb: QueryBatch, idx: Tensor) -> QueryBatch:
@@ -190,4 +198,5 @@ def subset(qb: QueryBatch, idx: Tensor) -> QueryBatch:
     mkeep = remap[qb.mentioned_batch] >= 0
     return QueryBatch(qb.text[idx], qb.nodes[keep], remap[qb.batch[keep]], qb.prior[keep],
                       qb.anchors[akeep], remap[qb.anchor_batch[akeep]],
-                      qb.mentioned[mkeep], remap[qb.mentioned_batch[mkeep]])
+                      qb.mentioned[mkeep], remap[qb.mentioned_batch[mkeep]],
+                      qb.role[keep] if qb.role.numel() else qb.role)
