@@ -276,3 +276,27 @@ def test_featurizer_gives_each_member_its_role_and_pooling_can_prefer_named_movi
     _, a1 = pool(h, q, qb.batch, role=qb.role)
     is_named = qb.role == 0
     assert float(a1[is_named].sum()) > 0.99 > float(a0[is_named].sum())
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_entities_naming_one_movie_score_alike_with_the_shared_bias(shared):
+    graph = tiny_graph()
+    graph.meta["candidates"] = [0, 1, 2, 2, 3]  # items 902 and 903 are two entities of movie node 2
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2, shared_bias=shared), TEXT_DIM)
+    net.init_bias(torch.tensor([1.0, 0.0, 3.0, 0.0, 1.0]))  # only 902 was ever an answer
+    assert len(net.free_bias) == (4 if shared else 5)
+    qb = QueryFeaturizer(graph, fake_text, retrieved=2)([Query("q", entities=(900,))])
+    gold = torch.tensor([3])  # train toward 903: with a shared bias 902 moves with it
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(net(qb), gold)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    s = net(qb).detach()[0]
+    if shared:
+        assert s[2] == s[3] and net.bias[2] == net.bias[3]
+        assert float(net.bias[2]) == pytest.approx(float(net.free_bias[2]))
+    else:
+        assert s[2] != s[3]

@@ -108,7 +108,10 @@ class ModelConfig(BaseModel):
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "
                                                        "shared per movie, plus a small free residual; false: a free "
-                                                       "bias per candidate")
+                                                       "bias (see shared_bias)")
+    shared_bias: bool = Field(default=True, description="the free bias is one per movie, shared by the dataset's "
+                                                        "entities that name it (UniCRS names some films twice); "
+                                                        "false: one per candidate entity")
     bias_l2: float = Field(default=1e-4, ge=0.0, description="l2 penalty on the item prior's free residuals")
     modality_gate: bool = Field(default=False, description="MSMRec-style query-conditioned mixture of the movies' "
                                                            "modalities (plot, cast, crew, genres, tags, poster) in "

@@ -33,7 +33,9 @@ class QAMRecNet(nn.Module):
     3. Items: :math:`\mathbf{v}_j = \mathbf{W}_v \mathbf{h}_{m(j)}` for candidate :math:`j` on movie node
        :math:`m(j)`, with a bias :math:`b_j` (``model.item_prior``: predicted from popularity features and
        content by :class:`~qamrec.models.prior.ItemPrior`, so that a movie no training example targets is not
-       condemned; else a free parameter). They depend on the graph only, so they are precomputed for serving.
+       condemned; else a free parameter :math:`b_{m(j)}` per movie, ``model.shared_bias``, or per candidate).
+       Every term of the score then depends on the movie only, so two entities naming one movie score alike.
+       They depend on the graph only, so they are precomputed for serving.
     4. Query: :math:`\mathbf{q} = \mathrm{MLP}(\mathbf{x}^{text}_{query})`; :math:`\mathbf{g}` =
        :class:`~qamrec.models.pooling.QueryAwarePooling` of the query's node set.
     5. Fusion and score: :math:`\mathbf{p} = \mathbf{q} + \mathrm{MLP}([\mathbf{q} \| \mathbf{g} \|
@@ -98,9 +100,13 @@ class QAMRecNet(nn.Module):
         if cfg.item_prior:  # the bias predicted from popularity features and content, shared per movie
             self.prior: ItemPrior | None = ItemPrior(prior_features(graph), movie.x_text if cfg.text_features
                                                      else None, self.candidates)
-        else:  # a free bias per candidate
+        else:  # a free bias per candidate movie (shared by the entities naming it), or per candidate
             self.prior = None
-            self.free_bias = nn.Parameter(torch.zeros(len(graph.meta["candidates"])))
+            nodes, slot = torch.unique(self.candidates, return_inverse=True)
+            if not cfg.shared_bias:
+                nodes, slot = self.candidates, torch.arange(len(self.candidates))
+            self.register_buffer("bias_slot", slot, persistent=False)
+            self.free_bias = nn.Parameter(torch.zeros(len(nodes)))
         if cfg.text_features:
             cand_text = nn.functional.normalize(movie.x_text.float()[graph.meta["candidates"]], dim=1)
             self.register_buffer("cand_text", cand_text, persistent=False)
@@ -113,7 +119,7 @@ class QAMRecNet(nn.Module):
     @property
     def bias(self) -> Tensor:
         """``[n_candidates]`` the score bias of each candidate (:class:`~qamrec.models.prior.ItemPrior`, or free)."""
-        return self.prior() if self.prior is not None else self.free_bias
+        return self.prior() if self.prior is not None else self.free_bias[self.bias_slot]
 
     def regularizer(self) -> Tensor:
         r"""What the training loss adds: :math:`\lambda \sum_m c_m^2` over the prior's free residuals."""
@@ -127,7 +133,8 @@ class QAMRecNet(nn.Module):
         if self.prior is not None:
             self.prior.init_from_counts(counts)
         else:
-            self.free_bias.copy_(torch.log1p(counts) - torch.log1p(counts).mean())
+            per = torch.zeros(len(self.free_bias), dtype=counts.dtype).index_add_(0, self.bias_slot, counts)
+            self.free_bias.copy_(torch.log1p(per) - torch.log1p(per).mean())
 
     def _make_gate(self, graph: Graph) -> ModalityGate:
         """The gate over the candidates' modalities; buffers ``mod_x_<k>`` [C, D_k] and ``mod_mask`` [C, K]."""

@@ -115,7 +115,9 @@ class QAMRec(Recommender):
         meta = read_json(folder / "model.json")
         if encode_text is None:
             raise ValueError("QAMRec.load needs the text encoder the model was trained with")
-        model = cls(ModelConfig(**meta["model"]), TrainConfig(**meta["train"]), encode_text, meta["seed"])
+        # settings added later default to what the model was trained with before they existed
+        settings = {"shared_bias": False, "pool_roles": False} | meta["model"]
+        model = cls(ModelConfig(**settings), TrainConfig(**meta["train"]), encode_text, meta["seed"])
         model._setup(graph)
         model.net.load_state_dict(load_file(str(folder / "model.safetensors")))  # type: ignore[union-attr]
         model.net.eval()  # type: ignore[union-attr]
