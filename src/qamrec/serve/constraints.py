@@ -63,6 +63,8 @@ class MovieFacts:
             self.rows_of.setdefault(m, []).append(j)
         self.years = np.array([np.nan if (y := (info.get(m) or {}).get("year")) is None else float(y)
                                for m in self.movies.tolist()])
+        self.years32 = self.years.astype(np.float32)
+        self.known = ~np.isnan(self.years)
         self._genre_rows: dict[str, list[int]] = {}
         self._genres_of: dict[int, set[str]] = {}
         for j, m in enumerate(self.movies.tolist()):
@@ -126,35 +128,39 @@ class MovieFacts:
         mask[list(self._person_rows.get(person_key(name), ()))] = True
         return mask
 
+    def _in_years(self, lo: int | None, hi: int | None) -> np.ndarray:
+        """[rows] bool: a known year within lo..hi (NaN, an unknown year, compares False)."""
+        y = self.years32
+        return (y >= (lo if lo is not None else -1)) & (y <= (hi if hi is not None else 10**4))
+
     def adjust(self, u: Understanding, weights: Weights | None = None) -> np.ndarray:
         """What to add to the standardized scores of every row for the understanding ``u``: [rows] float32."""
         w = weights or Weights()
-        out = np.zeros(self.n, dtype=np.float64)
+        out = np.zeros(self.n, dtype=np.float32)
         by_label = self.concepts
         for label in u.genres:
             c = by_label[label]
-            out += (w.tag if c.from_tag else w.concept * c.weight) * self.concept(c)
+            out += np.float32(w.tag if c.from_tag else w.concept * c.weight) * self.concept(c)
         for label in u.excluded:
-            out -= w.hard * self.concept(by_label[label])
+            out -= np.float32(w.hard) * self.concept(by_label[label])
         for m, _ in u.anchors:
             share = self.anchor(m)
-            out += w.anchor_genre * (share > 0) + w.anchor_genres * share
-        known = ~np.isnan(self.years)
-        yrs = np.where(known, self.years, 0)
+            out += (w.anchor_genre * (share > 0) + w.anchor_genres * share).astype(np.float32)
         hard = [y for y in u.years if y.hard]
         if hard:
             inside = np.zeros(self.n, dtype=bool)
             for y in hard:
-                inside |= known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4))
-            out += w.year * inside - w.hard * (~inside & known) - w.hard / 2 * ~known
+                inside |= self._in_years(y.lo, y.hi)
+            out += np.where(inside, np.float32(w.year),
+                            np.where(self.known, np.float32(-w.hard), np.float32(-w.hard / 2)))
         for y in u.years:
             if not y.hard:
-                out += w.soft_year * (known & (yrs >= (y.lo or -1)) & (yrs <= (y.hi or 10**4)))
+                out += np.float32(w.soft_year) * self._in_years(y.lo, y.hi)
         for y in u.excluded_years:
-            out -= w.hard * (known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4)))
+            out -= np.float32(w.hard) * self._in_years(y.lo, y.hi)
         if u.people:
-            count = sum(self.person(p).astype(np.float64) for p in u.people)
-            out += w.person * count - w.hard * (count == 0)
+            count = sum(self.person(p).astype(np.float32) for p in u.people)
+            out += np.float32(w.person) * count - np.float32(w.hard) * (count == 0)
         for p in u.excluded_people:
-            out -= w.hard * self.person(p)
-        return out.astype(np.float32)
+            out -= np.float32(w.hard) * self.person(p)
+        return out
