@@ -175,9 +175,15 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
         plain_lat, _ = _time_calls(engine, calls)
         engine.encode_query = served_encode
     engine.extend_catalog(movies, text, dtype, rank)
-    # the same calls as served, with and without the parse (and the facts it applies), in this process
-    parsed, _ = _time_calls(engine, calls)
-    unparsed, _ = _time_calls(engine, calls, understand=False)
+    # the same calls as served, with and without the parse (and the facts it applies), in this process and
+    # interleaved (each query both ways, in turn first), so that both see the same load on the machine
+    parsed, unparsed = [], []
+    for i in range(calls):
+        q = QUERIES[i % len(QUERIES)]
+        for understand in ((True, False) if i % 2 else (False, True)):
+            t = time.perf_counter()
+            engine.recommend(q, k=10, understand=understand)
+            (parsed if understand else unparsed).append((time.perf_counter() - t) * 1000)
     parse_ms = []
     for i in range(min(calls, 100)):
         t = time.perf_counter()
