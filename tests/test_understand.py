@@ -261,3 +261,86 @@ def test_cli_json_shows_what_was_understood(small_run: Path, prepared_home: Path
     assert u["genres"] == ["comedy"] and u["excluded"] == ["animation"] and u["years"][0]["start"] == 1990
     assert u["summary"] == "comedy · 1990s · not animation"
     assert all(1990 <= m["year"] <= 1999 and "Animation" not in m["genres"] for m in body["movies"])
+
+
+# ---------------------------------------------------------------------------------------------- coverage
+def test_more_ways_of_saying_things():
+    from qamrec.serve.vocab import CONCEPTS, tag_concepts
+
+    people = PEOPLE | {"samuel l jackson": ("Samuel L. Jackson", 50), "robert downey jr": ("Robert Downey Jr.", 30)}
+    tags = tag_concepts(["atmospheric", "high school", "boring", "tom hanks", "funny", "1950s"], {"tom hanks"})
+    assert [c.label for c in tags] == ["atmospheric", "high school"]  # opinions, people, concepts, years left out
+    p = RequestParser(TitleIndex(list(INFO), INFO), people, latest_year=2018, concepts=CONCEPTS + tags)
+    assert ids(p.parse("I just watched Heat and loved it, anything similar?").anchors) == [ID["Heat (1995)"]]
+    assert ids(p.parse("I just watched Heat, something else").seen) == [ID["Heat (1995)"]]
+    assert p.parse("a film starring Samuel L. Jackson?").people == ["Samuel L. Jackson"]
+    assert p.parse("with Robert Downey Jr. please").people == ["Robert Downey Jr."]
+    u = p.parse("a romantic movie, please no heavy drama")
+    assert u.genres == ["romance"] and u.excluded == ["drama"]
+    assert p.parse("a comedy film, no kids movies").excluded == ["family"]
+    assert p.parse("something for my kids").genres == ["family"]
+    assert p.parse("a documentary, but not about war").excluded == ["war"]
+    u = p.parse("something atmospheric set in high school, not boring")
+    assert u.genres == ["atmospheric", "high school"] and u.excluded == []
+    assert p.parse("nothing atmospheric").excluded == ["atmospheric"]
+
+
+def test_a_horror_movie_that_is_not_gory_keeps_its_horror():
+    info = {1: {"year": 1980, "genres": ["Horror"]}, 2: {"year": 1981, "genres": ["Horror"]}}
+    words = WordGraph(2, ["gore"], ["tag"], np.array([[1, 0]]))
+    facts = MovieFacts(np.array([1, 2]), info, words)
+    p = RequestParser(TitleIndex([], {}), {}, latest_year=2018)
+    u = p.parse("a horror movie that is not gory")
+    assert u.genres == ["horror"] and u.excluded == ["gore"]
+    adj = facts.adjust(u)
+    assert adj[0] > 0 > adj[1]  # only the movie tagged gore is out
+
+
+def test_movies_like_a_named_one_share_its_genres():
+    info = {1: {"year": 1995, "genres": ["Crime", "Thriller"]}, 2: {"year": 1996, "genres": ["Crime"]},
+            3: {"year": 1997, "genres": ["Crime", "Thriller"]}, 4: {"year": 1998, "genres": ["Romance"]}}
+    facts = MovieFacts(np.array([1, 2, 3, 4]), info, WordGraph(4, [], [], np.zeros((0, 2), np.int64)))
+    w = Weights()
+    adj = facts.adjust(Understanding("x", anchors=[(1, "Heat (1995)")]), w)
+    assert adj[3] == 0 and adj[1] == pytest.approx(w.anchor_genre + w.anchor_genres / 2)
+    assert adj[2] == pytest.approx(w.anchor_genre + w.anchor_genres) and adj[2] > adj[1] > adj[3]
+
+
+def test_same_titles_prefer_the_known_one_and_go_together():
+    info = {1: {"title": "Ocean's Eleven", "year": 1960}, 2: {"title": "Ocean's Eleven", "year": 2001},
+            3: {"title": "Heat", "year": 1995}}
+    t = TitleIndex([1, 2, 3], info, {1: [0], 2: [1], 3: [2]}, {1: -1.0, 2: 2.0, 3: 0.0})
+    assert t.lookup("Ocean's Eleven")[0] == 2 and t.lookup("Ocean's Eleven", 1960)[0] == 1
+    assert sorted(t.same_title(1)) == [1, 2] and t.same_title(3) == [3]
+
+
+def test_api_never_recommends_a_named_movie_back(small_engine, tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from qamrec.serve.app import create_app
+    from qamrec.serve.store import SQLiteStore
+
+    e = small_engine
+    top = [m["id"] for m in e.recommend("a great movie", k=12, understand=False).movies]
+    named = [m for m in top if len(_title(e, m).split()) >= 2 and _title(e, m).isascii()][:3]
+    assert len(named) == 3
+    a, b, c = (e.label(m) for m in named)
+    with TestClient(create_app(e, SQLiteStore(tmp_path / "n.sqlite3"))) as client:
+        for text in (f"I already saw {a}, I hated {b} and I loved {c}, a great movie",
+                     f"a great movie like {c}, but I already watched {a} and {b}"):
+            body = client.post("/recommend", json={"query": text, "k": 10}).json()
+            got = {m["id"] for m in body["movies"]}
+            assert len(got) == 10 and not got & set(named), text
+            u = body["understood"]
+            assert {x["id"] for x in u["anchors"] + u["seen"] + u["disliked"]} == set(named)
+        sid = client.post("/sessions").json()["id"]
+        client.post(f"/sessions/{sid}/messages", json={"text": f"something like {c}"})
+        r = client.post(f"/sessions/{sid}/messages", json={"text": f"I've seen {a} already"}).json()
+        assert not {m["id"] for m in r["movies"]} & {named[0], named[2]}
+        # a title two movies share, named without its year: neither comes back
+        twins = next((ms for k, ms in e.titles.by_key.items() if len(ms) >= 2 and len(k.split()) >= 2
+                      and all(m in e.columns for m in ms)), None)
+        if twins is not None:
+            body = client.post("/recommend", json={"query": f"something like {e.info[twins[0]]['title']}",
+                                                   "k": 10}).json()
+            assert not {m["id"] for m in body["movies"]} & set(twins)

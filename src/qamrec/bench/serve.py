@@ -1,6 +1,9 @@
 """``qamrec bench serve``: latency of one recommend call in-process and of the HTTP service under load, on a
 catalog extended to every MovieLens-32M movie.
 
+Every timed call is the product's path: the request is parsed (:mod:`qamrec.serve.understand`) and its facts
+applied to the scores; the same calls without the parse are timed in the same process for the ratio.
+
 The service is ``qamrec serve`` in a subprocess (``serve.workers`` processes, the catalog extended the same
 way); the load comes from a separate client process with ``clients`` concurrent connections firing
 ``POST /recommend`` for ``seconds``.
@@ -34,6 +37,11 @@ QUERIES = (
     "courtroom drama with a great twist", "a quiet indie film about family", "kung fu action from hong kong",
     "superhero movie that is actually funny", "a documentary about music", "noir detective story",
     "coming of age story in the 80s", "disaster movie with earthquakes", "time travel romance",
+    # requests whose facts the parser finds: titles, decades and years, people, negations, tags
+    "sci-fi but not action heavy, more thoughtful and slow", "a mystery whodunit, no romance please",
+    "a 1950s film noir", "something with Tom Hanks", "movies like The Matrix but not from the 90s",
+    "I loved Ocean's Eleven (2001), another funny heist movie", "a thriller from the 90s, nothing with Nicolas Cage",
+    "an animated movie that isn't a musical", "a western made before 1970", "something atmospheric, no horror",
 )
 
 
@@ -74,13 +82,14 @@ def served(run: Path, home: Path, overrides: list[str], log_file: Path, timeout:
             server.kill()
 
 
-def _time_calls(engine: Any, calls: int) -> tuple[list[float], list[list[int]]]:
+def _time_calls(engine: Any, calls: int, understand: bool = True) -> tuple[list[float], list[list[int]]]:
+    """Latencies (ms) and top-10 ids of ``calls`` recommend calls over :data:`QUERIES` (parsed unless told)."""
     for q in QUERIES[:5]:
-        engine.recommend(q, k=10)
+        engine.recommend(q, k=10, understand=understand)
     lat, tops = [], []
     for i in range(calls):
         t = time.perf_counter()
-        res = engine.recommend(QUERIES[i % len(QUERIES)], k=10)
+        res = engine.recommend(QUERIES[i % len(QUERIES)], k=10, understand=understand)
         lat.append((time.perf_counter() - t) * 1000)
         tops.append([m["id"] for m in res.movies])
     return lat, tops
@@ -166,9 +175,24 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
         plain_lat, _ = _time_calls(engine, calls)
         engine.encode_query = served_encode
     engine.extend_catalog(movies, text, dtype, rank)
+    # the same calls as served, with and without the parse (and the facts it applies), in this process and
+    # interleaved (each query both ways, in turn first), so that both see the same load on the machine
+    parsed, unparsed = [], []
+    for i in range(calls):
+        q = QUERIES[i % len(QUERIES)]
+        for understand in ((True, False) if i % 2 else (False, True)):
+            t = time.perf_counter()
+            engine.recommend(q, k=10, understand=understand)
+            (parsed if understand else unparsed).append((time.perf_counter() - t) * 1000)
+    parse_ms = []
+    for i in range(min(calls, 100)):
+        t = time.perf_counter()
+        engine.understand(QUERIES[i % len(QUERIES)])
+        parse_ms.append((time.perf_counter() - t) * 1000)
     p50 = percentile(lat[served], 50)
     log(f"in-process, {engine.catalog_size:,} movies: p50 {p50:.1f} ms ({served}, query encoder: {backend}) vs "
-        f"{percentile(plain_lat, 50):.1f} ms plain; "
+        f"{percentile(plain_lat, 50):.1f} ms plain; parsed {percentile(parsed, 50):.1f} ms vs "
+        f"{percentile(unparsed, 50):.1f} ms without the parse; "
         + ", ".join(f"{d} {percentile(v, 50):.1f} ms (top-10 agreement {agree[d]:.3f})" for d, v in lat.items())
         + f"; {percentile(base_lat, 50):.1f} ms on the {len(engine.cands):,} graph candidates alone")
     return {
@@ -181,6 +205,10 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
         "by_dtype": {d: {"p50_ms": round(percentile(v, 50), 2), "p99_ms": round(percentile(v, 99), 2),
                          "top10_agreement_with_float32": round(agree[d], 4)} for d, v in lat.items()},
         "graph_candidates_p50_ms": round(percentile(base_lat, 50), 2),
+        "parsed_p50_ms": round(percentile(parsed, 50), 2), "parsed_p99_ms": round(percentile(parsed, 99), 2),
+        "unparsed_p50_ms": round(percentile(unparsed, 50), 2),
+        "parse_ratio_p50": round(percentile(parsed, 50) / max(percentile(unparsed, 50), 1e-9), 3),
+        "parse_alone_p50_ms": round(percentile(parse_ms, 50), 3),
         "query_encoding_p50_ms": round(percentile(enc["served"], 50), 2),
         "query_encoding_plain_p50_ms": round(percentile(enc["plain"], 50), 2),
     }
@@ -203,14 +231,18 @@ def torch_threads() -> int:
 def run_serve_benchmark(engine: Any, movies: Any, text: np.ndarray, out: Path, *, run: Path, home: Path,
                         overrides: list[str], catalog: str = "movielens-32m", seconds: float = 20.0,
                         clients: int = 8, calls: int = 300, dtype: str = "int8", rank: int = 160,
-                        threads: int = 0, workers: int = 2, log: Any = print) -> dict[str, Any]:
+                        threads: int = 0, workers: int = 2, service: bool = True, log: Any = print) -> dict[str, Any]:
     """In-process p50/p99 of ``engine.recommend`` over ``calls`` queries with the catalog extended by ``movies``
-    (see :func:`_inprocess`), then ``qamrec serve`` (``workers`` processes, ``dtype`` scoring, ``threads``
-    torch threads each) under load from a client process."""
+    (see :func:`_inprocess`), then (``service``) ``qamrec serve`` (``workers`` processes, ``dtype`` scoring,
+    ``threads`` torch threads each) under load from a client process."""
     import httpx
 
     inproc = _inprocess(engine, movies, text, calls, dtype, log, rank)
     out.mkdir(parents=True, exist_ok=True)
+    if not service:
+        atomic_write_json(out / "serve.json", inproc)
+        atomic_write_text(out / "serve.md", serve_table(inproc))
+        return inproc
     settings = [*overrides, f"serve.workers={workers}", f"serve.catalog={catalog}", f"serve.item_dtype={dtype}",
                 f"serve.index_rank={rank}",
                 f"serve.threads={threads}", "serve.query_cache=0"]
@@ -257,6 +289,18 @@ def serve_table(r: dict[str, Any]) -> str:
         f"{r['graph_candidates_p50_ms']} | - | - | - | - |",
         f"| query encoding alone, as served (plain: {r['query_encoding_plain_p50_ms']} ms) | "
         f"{r['query_encoding_p50_ms']} | - | - | - | - |",
+    ]
+    if "parsed_p50_ms" in r:
+        rows += [
+            f"| recommend in-process as served, again (parse included) | {r['parsed_p50_ms']} | - | "
+            f"{r['parsed_p99_ms']} | - | - |",
+            f"| the same calls without the parse; with it they take {r['parse_ratio_p50']}x | {r['unparsed_p50_ms']} "
+            "| - | - | - | - |",
+            f"| the parse alone | {r['parse_alone_p50_ms']} | - | - | - | - |",
+        ]
+    if "service_p50_ms" not in r:
+        return "\n".join(rows) + "\n"
+    rows += [
         f"| HTTP POST /recommend ({r['service_workers']} workers, {r['service_dtype']}, torch threads "
         f"{r['service_torch_threads']}), {r['service_clients']} clients, {r['service_seconds']} s | "
         f"{r['service_p50_ms']} | {r['service_p95_ms']} | {r['service_p99_ms']} | {r['service_rps']} | {r['errors']} |",

@@ -27,9 +27,11 @@ def bench_serve(
     dtype: Annotated[str, typer.Option(help="how the extended catalog is scored: int8, float32 or bfloat16")] = "int8",
     workers: Annotated[int, typer.Option(min=1, max=16, help="service worker processes")] = 2,
     threads: Annotated[int, typer.Option(min=0, help="torch threads per worker (0: torch's default)")] = 1,
+    service: Annotated[bool, typer.Option(help="also time the HTTP service under load")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Latency in-process and of the service under load, on the catalog plus every MovieLens-32M movie."""
+    """Latency in-process (the request's parse included, and timed without it) and of the service under load,
+    on the catalog plus every MovieLens-32M movie."""
     from qamrec.bench.serve import run_serve_benchmark
     from qamrec.serve.catalog import movielens_catalog
     from qamrec.serve.index import ITEM_DTYPES
@@ -42,7 +44,8 @@ def bench_serve(
     log = (lambda m: err_console.print(m)) if as_json else (lambda m: console.print(m))
     r = run_serve_benchmark(engine, movies, text, out, run=run_or_default(run), home=cfg().home,
                             overrides=State.overrides, seconds=seconds, clients=clients, calls=calls, dtype=dtype,
-                            rank=cfg().serve.index_rank, threads=threads, workers=workers, log=log)
+                            rank=cfg().serve.index_rank, threads=threads, workers=workers, service=service,
+                            log=log)
     if as_json:
         sys.stdout.write(json.dumps(r) + "\n")
     else:

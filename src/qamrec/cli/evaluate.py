@@ -204,6 +204,40 @@ def benchmark_rounds(
     console.print(f"wrote {out / f'rounds_{dataset}.md'}, .json and .png")
 
 
+@benchmark_app.command("requests")
+def benchmark_requests(
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory (default: the demo's)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for requests.md and requests.json")] = Path("docs/results"),
+    n: Annotated[int, typer.Option(min=1, help="generated requests (over movies held out of pretraining)")] = 500,
+    seed: Annotated[int, typer.Option(help="seed of the generated requests (choose settings on another one)")] = 0,
+    catalog: Annotated[str, typer.Option(help="graph (its candidates), full (plus --movies) or both")] = "both",
+    movies: Annotated[str, typer.Option(help="the prepared MovieLens dataset that extends the full catalog")]
+    = "movielens-32m",
+) -> None:
+    """Requests with checkable facts (genres, years, people, tags, negations, "like X"): constraint precision@10,
+    negation violations@10 and NDCG@10 of our model and the baselines, generated and 30 hand-written."""
+    from qamrec.data.request_facts import MovieTruth
+    from qamrec.eval.requests import run_requests_benchmark
+    from qamrec.serve.catalog import movielens_catalog
+
+    if catalog not in ("graph", "full", "both"):
+        raise QamrecError(f"--catalog {catalog!r}: use graph, full or both")
+    c = cfg()
+    engine = load_run_engine(run)
+    truth = MovieTruth.from_prepared(c.prepared_dir)
+    extension = None
+    if catalog != "graph":
+        if not (c.prepared_dir / movies / "MANIFEST.json").exists():
+            raise QamrecError(f"--movies {movies}: not prepared in {c.home}; run `qamrec data prepare {movies}`")
+        with console.status(f"embedding the {movies} titles (cached after the first run)"):
+            extension = movielens_catalog(c, movies)
+    run_requests_benchmark(engine, truth, out, n=n, seed=seed, catalog=catalog, extension=extension,
+                           dtype=c.serve.item_dtype, rank=c.serve.index_rank, extension_name=movies,
+                           log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print((out / "requests.md").read_text(), markup=False, highlight=False)
+    console.print(f"wrote {out / 'requests.md'} and .json")
+
+
 @benchmark_app.command("sequential")
 def benchmark_sequential(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the per-model results here")] = None,

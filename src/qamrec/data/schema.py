@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from qamrec.errors import DataFormatError
 
-__all__ = ["get_field", "split_title_year", "normalize_title", "MOVIELENS_YEAR"]
+__all__ = ["get_field", "split_title_year", "normalize_title", "display_title", "MOVIELENS_YEAR"]
 
 T = TypeVar("T")
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object", float: "a number"}
@@ -80,3 +80,15 @@ def normalize_title(title: str) -> str:
     t = _ARTICLE_SUFFIX.sub("", t.strip())
     t = _ARTICLE_PREFIX.sub("", t)
     return _NON_ALNUM.sub(" ", t).strip()
+
+
+def display_title(title: str) -> str:
+    """MovieLens' "Matrix, The" as "The Matrix", without alternative titles in trailing parentheses
+    ("Ocean's Eleven (a.k.a. Ocean's 11)", "Léon: The Professional (Léon)")."""
+    t = title.split(" (a.k.a.")[0].strip()
+    while t.endswith(")") and " (" in t and not t.startswith("("):
+        t = t[: t.rindex(" (")].strip()
+    for art in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El"):
+        if t.endswith(", " + art):
+            return f"{art} {t[: -len(art) - 2]}"
+    return t

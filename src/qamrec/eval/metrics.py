@@ -11,6 +11,10 @@ over every example seen:
 
 With one relevant item the ideal DCG is 1, so NDCG needs no normalisation, and the examples whose gold item
 is missed still count in the denominator (UniCRS divides by the number of examples).
+
+The request metrics (:class:`ConstraintPrecision`, :class:`NegationViolations`, :class:`SatisfyingNDCG`) score a
+top-k list by flags per position instead: whether each movie satisfies every fact of a request, or breaks one of
+its negations (``qamrec benchmark requests``). A list shorter than k counts its empty places as neither.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["RankMetric", "Recall", "NDCG", "MRR", "Precision", "MAP", "ranks_of", "as_ranks"]
+__all__ = ["RankMetric", "Recall", "NDCG", "MRR", "Precision", "MAP", "ranks_of", "as_ranks", "ListMetric",
+           "ConstraintPrecision", "NegationViolations", "SatisfyingNDCG"]
 
 _CHUNK = 512
 
@@ -175,3 +180,69 @@ def ranks_of(scores: np.ndarray, gold_index: np.ndarray) -> np.ndarray:
         tied_before = ((s == gs) & (cols[None, :] < g[:, None])).sum(axis=1)
         out[start : start + _CHUNK] = np.where(ok, greater + tied_before + 1, 0)
     return out
+
+
+class ListMetric:
+    """Mean over requests of a score of one top-k list's per-position flags; ``update`` adds one list."""
+
+    prefix = "list"
+
+    def __init__(self, k: int = 10) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.name = k, f"{self.prefix}@{k}"
+        self._sum, self._count = 0.0, 0
+
+    def score(self, flags: np.ndarray, n_relevant: int | None) -> float:
+        raise NotImplementedError
+
+    def update(self, flags: np.ndarray | list[bool], n_relevant: int | None = None) -> None:
+        """Add one ranked list: ``flags[i]`` says whether the movie at rank i + 1 counts (only the first k are
+        read); ``n_relevant`` is how many movies of the catalog would count (for NDCG's ideal list)."""
+        f = np.asarray(flags, dtype=bool).reshape(-1)[: self.k]
+        self._sum += float(self.score(f, n_relevant))
+        self._count += 1
+
+    def compute(self) -> float:
+        """The mean over every list seen (``nan`` if none)."""
+        return self._sum / self._count if self._count else math.nan
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+
+class ConstraintPrecision(ListMetric):
+    """Share of the top k that satisfy every fact of the request (flags: satisfies all), over k."""
+
+    prefix = "constraint_precision"
+
+    def score(self, flags: np.ndarray, n_relevant: int | None) -> float:
+        return float(flags.sum()) / self.k
+
+
+class NegationViolations(ListMetric):
+    """Share of the top k that have something the request rules out (flags: breaks a negated fact), over k.
+    Meant for requests that negate something."""
+
+    prefix = "negation_violations"
+
+    def score(self, flags: np.ndarray, n_relevant: int | None) -> float:
+        return float(flags.sum()) / self.k
+
+
+class SatisfyingNDCG(ListMetric):
+    """NDCG@k with every movie that satisfies all facts relevant (gain 1): DCG over the ideal DCG of
+    min(k, ``n_relevant``) relevant movies; 0 when none is relevant."""
+
+    prefix = "ndcg"
+
+    def score(self, flags: np.ndarray, n_relevant: int | None) -> float:
+        n = min(self.k, int(flags.sum()) if n_relevant is None else int(n_relevant))
+        if n <= 0:
+            return 0.0
+        disc = 1.0 / np.log2(np.arange(2, self.k + 2))
+        return float((flags * disc[: len(flags)]).sum() / disc[:n].sum())

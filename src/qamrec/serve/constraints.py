@@ -1,6 +1,8 @@
 """What an :class:`~qamrec.serve.understand.Understanding` does to the scores of the engine's index rows.
 
-Wanted kinds of movies, years and people lift the movies that have them; unwanted ones, and years or people a
+Wanted kinds of movies, years and people lift the movies that have them (a MovieLens tag named as such, which few
+movies carry, lifts them by :attr:`Weights.tag`; movies like a named one, those that share its genres); unwanted
+ones, and years or people a
 request insists on, are *hard*: each violated constraint costs :attr:`Weights.hard` standardized units, far more
 than any score spread, so a violating movie ranks below every movie that satisfies it, but the list is never
 empty (everything is still ranked). A movie matches a kind by its catalog genres, its MovieLens tags or its
@@ -21,6 +23,9 @@ from qamrec.serve.vocab import CONCEPTS, Concept
 
 __all__ = ["MovieFacts", "Weights", "PEOPLE_KINDS"]
 
+#: genre names that mean the same thing in the catalog's sources (ReDial's "family" is MovieLens' "children")
+_GENRE_ALIASES = {"family": "children"}
+
 #: word-graph kinds that are people
 PEOPLE_KINDS = ("director", "starring", "writer")
 
@@ -31,9 +36,12 @@ class Weights:
 
     hard: float = 100.0
     concept: float = 1.5  # times the concept's own weight
+    tag: float = 5.0  # a tag named as such (Concept.from_tag): few movies carry one
     year: float = 1.0
     soft_year: float = 0.5
     person: float = 2.0
+    anchor_genre: float = 1.0  # shares a genre with a movie the request likes
+    anchor_genres: float = 1.0  # times the share of that movie's genres it has
 
 
 class MovieFacts:
@@ -55,10 +63,17 @@ class MovieFacts:
             self.rows_of.setdefault(m, []).append(j)
         self.years = np.array([np.nan if (y := (info.get(m) or {}).get("year")) is None else float(y)
                                for m in self.movies.tolist()])
+        self.years32 = self.years.astype(np.float32)
+        self.known = ~np.isnan(self.years)
         self._genre_rows: dict[str, list[int]] = {}
+        self._genres_of: dict[int, set[str]] = {}
         for j, m in enumerate(self.movies.tolist()):
             for g in (info.get(m) or {}).get("genres") or ():
-                self._genre_rows.setdefault(str(g).strip().lower(), []).append(j)
+                key = _GENRE_ALIASES.get(str(g).strip().lower(), str(g).strip().lower())
+                self._genre_rows.setdefault(key, []).append(j)
+                self._genres_of.setdefault(m, set()).add(key)
+        #: the kinds of movies a request may name, by label (CONCEPTS and those of :meth:`add_concepts`)
+        self.concepts: dict[str, Concept] = {c.label: c for c in CONCEPTS}
         self._person_rows: dict[str, set[int]] = {}
         self.names: dict[str, tuple[str, int]] = {}  # person key -> (shown name, movies)
         for w, (label, kind) in enumerate(zip(words.labels, words.kinds)):
@@ -69,6 +84,19 @@ class MovieFacts:
                 if name and m in self.rows_of:
                     self._add_person(name, self.rows_of[m])
         self._cache: dict[str, np.ndarray] = {}
+
+    def add_concepts(self, concepts: Sequence[Concept]) -> None:
+        """Concepts beyond :data:`CONCEPTS` (e.g. :func:`~qamrec.serve.vocab.tag_concepts`), by label."""
+        for c in concepts:
+            self.concepts.setdefault(c.label, c)
+
+    def anchor(self, movie: int) -> np.ndarray:
+        """[rows] float: the share of ``movie``'s genres each row has (0 for all rows when it has none)."""
+        genres = self._genres_of.get(movie, set())
+        out = np.zeros(self.n, dtype=np.float64)
+        for g in genres:
+            out[self._genre_rows.get(g, [])] += 1.0 / len(genres)
+        return out
 
     def _add_person(self, name: str, rows: Sequence[int]) -> None:
         key = person_key(name)
@@ -85,7 +113,7 @@ class MovieFacts:
             return hit
         mask = np.zeros(self.n, dtype=bool)
         for g in c.genres:
-            mask[self._genre_rows.get(g, [])] = True
+            mask[self._genre_rows.get(_GENRE_ALIASES.get(g, g), [])] = True
         for w, (label, kind) in enumerate(zip(self.words.labels, self.words.kinds)):
             low = label.lower()
             if (kind in ("genre", "tag") and (low in c.tags or low in c.genres)) or \
@@ -100,31 +128,39 @@ class MovieFacts:
         mask[list(self._person_rows.get(person_key(name), ()))] = True
         return mask
 
+    def _in_years(self, lo: int | None, hi: int | None) -> np.ndarray:
+        """[rows] bool: a known year within lo..hi (NaN, an unknown year, compares False)."""
+        y = self.years32
+        return (y >= (lo if lo is not None else -1)) & (y <= (hi if hi is not None else 10**4))
+
     def adjust(self, u: Understanding, weights: Weights | None = None) -> np.ndarray:
         """What to add to the standardized scores of every row for the understanding ``u``: [rows] float32."""
         w = weights or Weights()
-        out = np.zeros(self.n, dtype=np.float64)
-        by_label = {c.label: c for c in CONCEPTS}
+        out = np.zeros(self.n, dtype=np.float32)
+        by_label = self.concepts
         for label in u.genres:
-            out += w.concept * by_label[label].weight * self.concept(by_label[label])
+            c = by_label[label]
+            out += np.float32(w.tag if c.from_tag else w.concept * c.weight) * self.concept(c)
         for label in u.excluded:
-            out -= w.hard * self.concept(by_label[label])
-        known = ~np.isnan(self.years)
-        yrs = np.where(known, self.years, 0)
+            out -= np.float32(w.hard) * self.concept(by_label[label])
+        for m, _ in u.anchors:
+            share = self.anchor(m)
+            out += (w.anchor_genre * (share > 0) + w.anchor_genres * share).astype(np.float32)
         hard = [y for y in u.years if y.hard]
         if hard:
             inside = np.zeros(self.n, dtype=bool)
             for y in hard:
-                inside |= known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4))
-            out += w.year * inside - w.hard * (~inside & known) - w.hard / 2 * ~known
+                inside |= self._in_years(y.lo, y.hi)
+            out += np.where(inside, np.float32(w.year),
+                            np.where(self.known, np.float32(-w.hard), np.float32(-w.hard / 2)))
         for y in u.years:
             if not y.hard:
-                out += w.soft_year * (known & (yrs >= (y.lo or -1)) & (yrs <= (y.hi or 10**4)))
+                out += np.float32(w.soft_year) * self._in_years(y.lo, y.hi)
         for y in u.excluded_years:
-            out -= w.hard * (known & (yrs >= (y.lo if y.lo is not None else -1)) & (yrs <= (y.hi or 10**4)))
+            out -= np.float32(w.hard) * self._in_years(y.lo, y.hi)
         if u.people:
-            count = sum(self.person(p).astype(np.float64) for p in u.people)
-            out += w.person * count - w.hard * (count == 0)
+            count = sum(self.person(p).astype(np.float32) for p in u.people)
+            out += np.float32(w.person) * count - np.float32(w.hard) * (count == 0)
         for p in u.excluded_people:
-            out -= w.hard * self.person(p)
-        return out.astype(np.float32)
+            out -= np.float32(w.hard) * self.person(p)
+        return out

@@ -29,6 +29,7 @@ from qamrec.serve.reasons import movie_reasons, sentence
 from qamrec.serve.refine import Refinement, propagate, suggest
 from qamrec.serve.titles import TitleIndex, UnknownTitleError, display_title
 from qamrec.serve.understand import RequestParser, Understanding
+from qamrec.serve.vocab import CONCEPTS, Concept, tag_concepts
 from qamrec.serve.words import word_graph
 
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
@@ -123,9 +124,14 @@ class Engine:
         self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
         self._labels = self._node_labels()
         self._links = self._movie_links()
-        self.titles = TitleIndex(self.movie_ids, self.info, self.columns)
+        bias = self.model.net.bias.detach().numpy() if self.model.net is not None else np.zeros(len(self.cands))
+        popularity: dict[int, float] = {}  # movie -> its best candidate's learned popularity (ties of titles)
+        for m, b in zip(self.cand_movie.tolist(), bias.tolist()):
+            popularity[m] = max(b, popularity.get(m, -np.inf))
+        self.titles = TitleIndex(self.movie_ids, self.info, self.columns, popularity)
         self._facts: MovieFacts | None = None  # built on the first request (extend_catalog drops them)
         self._parser: RequestParser | None = None
+        self._tag_concepts: tuple[Concept, ...] | None = None
 
     # ----------------------------------------------------------------- construction helpers
     def _node_labels(self) -> list[tuple[str, str]]:
@@ -284,13 +290,19 @@ class Engine:
         """Genres, words, people and year of every index row (what request constraints are checked against)."""
         if self._facts is None:
             self._facts = MovieFacts(self.all_movies, self.info, self.words, self.people)
+            if self._tag_concepts is None:  # the graph's tags a request may name, people's names aside
+                self._tag_concepts = tag_concepts(
+                    [w for w, k in zip(self.words.labels, self.words.kinds) if k == "tag"], set(self._facts.names))
+            self._facts.add_concepts(self._tag_concepts)
         return self._facts
 
     def understand(self, text: str) -> Understanding:
         """The parse of a request: titles it names, kinds of movies, years and people it asks for or against."""
         if self._parser is None:
             years = [i["year"] for m in self.movie_ids if (i := self.info.get(m)) and i["year"]]
-            self._parser = RequestParser(self.titles, self.facts.names, latest_year=max(years, default=2020))
+            names = self.facts.names
+            self._parser = RequestParser(self.titles, names, latest_year=max(years, default=2020),
+                                         concepts=CONCEPTS + (self._tag_concepts or ()))
         return self._parser.parse(text)
 
     # ----------------------------------------------------------------- answering
@@ -374,9 +386,12 @@ class Engine:
         # the model's score (QAMRecNet.score) of every index row at once, the popularity bias weighed
         qv = [p[0], torch.tensor([self.refine.popularity])] + ([net.text_weight * qn] if self._has_text else [])
         banned = set(anchors) | (u.named if u is not None else set())
+        banned |= {x for m in list(banned) for x in self.titles.same_title(m)}  # "Ocean's Eleven": either one
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
-        s = self.index.scores(torch.cat(qv), rerank=max(256, 5 * k + len(banned)))  # exact where it is read
+        qvec = torch.cat(qv)
+        s = self.index.scores(qvec, rerank=max(256, 5 * k + len(banned)))  # exact where it is read
+        raw = s.clone() if u and self.index.approximate else None
         if qb.mentioned.numel():
             s[qb.mentioned] += net.mention_bonus
         gated = self._add_gate(p, s, n_c) if self._gate is not None else None  # the modality gate (_add_gate)
@@ -387,6 +402,9 @@ class Engine:
             final[:n_c] += self.refine.weight * r
         if u:
             final += torch.from_numpy(self.facts.adjust(u))
+            if raw is not None:  # the facts lift rows the first pass did not re-score: score the new top exactly
+                top = torch.topk(final, min(len(final), 5 * k + len(banned))).indices
+                final[top] += (self.index.exact(top, qvec) - raw[top]) / sd.clamp(min=1e-6)
         all_movies = self.all_movies
         picked: list[int] = []
         taken: set[int] = set()

@@ -91,6 +91,16 @@ class ItemIndex:
         rank = f", rank {self._proj.shape[1]}" if self._proj is not None else ""
         return f"{type(self).__name__}({len(self)} x {self.matrix.shape[1]}, {self.dtype}{rank})"
 
+    @property
+    def approximate(self) -> bool:
+        """Whether :meth:`scores` is exact only for its re-scored rows (the int8 path)."""
+        return self._packed is not None
+
+    @torch.no_grad()
+    def exact(self, rows: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The exact float32 scores of ``rows`` for the query ``q``."""
+        return self.matrix[rows].float() @ q.detach().float().reshape(-1)
+
     def row(self, j: int) -> torch.Tensor:
         """Row ``j`` in float32."""
         return self.matrix[j].float()

@@ -7,7 +7,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from qamrec.data.schema import normalize_title, split_title_year
+from qamrec.data.schema import display_title, normalize_title, split_title_year
 from qamrec.errors import QamrecError
 
 __all__ = ["TitleIndex", "UnknownTitleError", "display_title"]
@@ -22,18 +22,6 @@ class UnknownTitleError(QamrecError):
         super().__init__(f"unknown title {title!r}{hint}")
 
 
-def display_title(title: str) -> str:
-    """MovieLens' "Matrix, The" as "The Matrix", without alternative titles in trailing parentheses
-    ("Ocean's Eleven (a.k.a. Ocean's 11)", "Léon: The Professional (Léon)")."""
-    t = title.split(" (a.k.a.")[0].strip()
-    while t.endswith(")") and " (" in t and not t.startswith("("):
-        t = t[: t.rindex(" (")].strip()
-    for art in ("The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El"):
-        if t.endswith(", " + art):
-            return f"{art} {t[: -len(art) - 2]}"
-    return t
-
-
 class TitleIndex:
     """The normalized titles (:func:`~qamrec.data.schema.normalize_title`) of the movies an engine knows.
 
@@ -41,11 +29,13 @@ class TitleIndex:
         movies: the movie ids to index, in order.
         info: catalog facts per movie id (``title``, ``year``).
         preferred: movies to prefer among equal titles (the engine's candidates).
+        popularity: movie -> how well known it is; among equal titles (no year said) the best known wins.
     """
 
     def __init__(self, movies: Iterable[int], info: Mapping[int, Mapping[str, Any]],
-                 preferred: Mapping[int, Any] | None = None) -> None:
-        self.info, self.preferred = info, preferred or {}
+                 preferred: Mapping[int, Any] | None = None, popularity: Mapping[int, float] | None = None) -> None:
+        self.info, self.preferred, self.popularity = info, preferred or {}, popularity or {}
+        self.key_of: dict[int, str] = {}
         self.keys: list[str] = []
         self.ids: list[int] = []
         self.by_key: dict[str, list[int]] = {}
@@ -55,6 +45,7 @@ class TitleIndex:
                 self.keys.append(key)
                 self.ids.append(m)
                 self.by_key.setdefault(key, []).append(m)
+                self.key_of[m] = key
 
     def _pick(self, pool: list[int], year: int | None, exact: bool) -> int | None:
         """One movie of ``pool``: the year's (or a year off) when given; a fuzzy title must agree on it."""
@@ -64,7 +55,12 @@ class TitleIndex:
             pool = same or near or (pool if exact else [])
         if not pool:
             return None
-        return sorted(pool, key=lambda m: (m not in self.preferred, m))[0]
+        return sorted(pool, key=lambda m: (m not in self.preferred, -self.popularity.get(m, float("-inf")), m))[0]
+
+    def same_title(self, movie_id: int) -> list[int]:
+        """The movies with the same (normalized) title as ``movie_id``, itself included."""
+        key = self.key_of.get(movie_id)
+        return list(self.by_key.get(key, ())) if key is not None else [movie_id]
 
     def lookup(self, name: str, year: int | None = None, min_score: float = 90.0) -> tuple[int, float] | None:
         """The movie a title names and how well it matched (100 exact), or None: exact normalized titles

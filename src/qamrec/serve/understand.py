@@ -23,6 +23,7 @@ from qamrec.serve.titles import TitleIndex
 from qamrec.serve.vocab import (
     COMMON_WORDS,
     CONCEPTS,
+    LIKED_AFTER_SEEN,
     NEGATION_CUES,
     NOT_A_CUE_BEFORE,
     PERSON_CUES,
@@ -40,6 +41,9 @@ __all__ = ["RequestParser", "Understanding", "YearRange", "person_key"]
 _OPEN, _CLOSE = "\"“(", "\"”),;!?.:"
 _QUOTES = "\"“”"
 _SMALL = frozenset("a an and as at by de du for from in into la le of on or the to vs with".split())
+_LIKED_AFTER = {p: True for p in LIKED_AFTER_SEEN}
+#: words whose full stop is their own ("Samuel L. Jackson", "Robert Downey Jr.", "Mr. Smith")
+_ABBREVIATIONS = frozenset("jr sr dr mr mrs ms st vs".split())
 
 
 def person_key(name: str) -> str:
@@ -74,6 +78,9 @@ def _tokens(text: str) -> list[_Tok]:
             head.append(_Tok(text[s], s, s + 1))
             s += 1
         while e > s and (text[e - 1] in _CLOSE or (text[e - 1] == "'" and head and head[-1].text == "'")):
+            word = text[s:e - 1]
+            if text[e - 1] == "." and (len(word) == 1 and word.isalpha() or word.lower() in _ABBREVIATIONS):
+                break  # an initial or an abbreviation keeps its full stop
             tail.insert(0, _Tok(text[e - 1], e - 1, e))
             e -= 1
         out += head + ([_Tok(text[s:e], s, e)] if e > s else []) + tail
@@ -268,8 +275,11 @@ class RequestParser:
                         hit = self._title_at(text, toks, j)
                 if hit is None:
                     break
-                found.append((role, hit[0], start, hit[1]))
-                got, j = True, hit[1]
+                said, end = role, hit[1]
+                if role == "seen" and (after := self._cue(toks, end, _LIKED_AFTER)):
+                    said, end = "like", after[1]  # "I watched Heat and loved it": liked, not only seen
+                found.append((said, hit[0], start, end))
+                got, j = True, end
                 nxt = j
                 while nxt < len(toks) and toks[nxt].low in (",", "and", "or", "&", "also", "?", "!"):
                     nxt += 1

@@ -11,14 +11,15 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = ["Concept", "CONCEPTS", "TITLE_CUES", "NEGATION_CUES", "COMMON_WORDS", "SCOPE_FILLER", "SCOPE_TAIL",
-           "SCOPE_JOIN", "PERSON_CUES", "NOT_A_CUE_BEFORE", "concept_phrases"]
+           "SCOPE_JOIN", "PERSON_CUES", "NOT_A_CUE_BEFORE", "concept_phrases", "tag_concepts", "LIKED_AFTER_SEEN"]
 
 
 @dataclass(frozen=True)
 class Concept:
     """A kind of movie: ``label`` as shown, the ``phrases`` that name it, and what a movie of it carries.
 
-    ``weight`` scales the boost a movie of this kind gets when a request asks for it.
+    ``weight`` scales the boost a movie of this kind gets when a request asks for it. ``from_tag``: a MovieLens
+    tag named as such ("atmospheric", "high school"; :func:`tag_concepts`), which few movies carry.
     """
 
     label: str
@@ -28,6 +29,7 @@ class Concept:
     kg: str | None = None
     weight: float = 1.0
     pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    from_tag: bool = False
 
     def __post_init__(self) -> None:
         if self.kg is not None:
@@ -49,7 +51,7 @@ CONCEPTS: tuple[Concept, ...] = (
        "romance", "romance|romantic|love story|romantic comedy", r"\bromance|\bromantic", 1.5),
     _c("horror", "horror|scary|frightening|creepy|spooky|terrifying|horror movie|horror film", "horror",
        "horror|scary|creepy", r"\bhorror", 1.5),
-    _c("gore", "gory|gore|bloody|gruesome|slasher|slashers|splatter", "horror",
+    _c("gore", "gory|gore|bloody|gruesome|slasher|slashers|splatter", "",
        "gore|goretastic|gory|bloody|splatter|slasher|brutal", r"\bslasher|\bsplatter", 1.0),
     _c("violence", "violent|violence|brutal", "", "violence|violent|brutal|graphic violence", None, 1.0),
     _c("action", "action|action-packed|action packed|action heavy|action-heavy|explosions|shoot-em-up",
@@ -75,7 +77,9 @@ CONCEPTS: tuple[Concept, ...] = (
     _c("documentary", "documentary|documentaries", "documentary", "documentary", r"\bdocumentar", 1.5),
     _c("fantasy", "fantasy|magical|wizards|sword and sorcery", "fantasy", "fantasy|magic", r"\bfantasy", 1.5),
     _c("adventure", "adventure|adventures|adventurous", "adventure", "adventure", r"\badventure", 1.0),
-    _c("family", "family-friendly|family friendly|kid-friendly|for kids|for children|kids movie|children's",
+    _c("family", "family-friendly|family friendly|kid-friendly|kid friendly|for kids|for children|kids movie|kids "
+       "movies|kids|children|children movie|children movies|family movie|family movies|family film|family films|"
+       "for the whole family|for my kids|for the kids|family",
        "children|family", "family|kids|disney", r"\bchildren's films|\bfamily films", 1.5),
     _c("superhero", "superhero|superheroes|comic book|comic-book", "", "superhero|comic book|marvel|dc comics",
        r"\bsuperhero", 1.5),
@@ -136,7 +140,7 @@ NEGATION_CUES: frozenset[tuple[str, ...]] = frozenset(tuple(k.split()) for k in 
 SCOPE_FILLER: frozenset[str] = frozenset(
     "too much many any more of a an the really very overly so with that's that is are be being particularly "
     "especially from in movies films movie film something anything scenes lots lot at all kind sort type "
-    "made set for".split())
+    "made set for heavy about".split())
 #: words that may follow a negated term ("not action heavy", "no horror movies please")
 SCOPE_TAIL: frozenset[str] = frozenset(
     "heavy movies films movie film stuff scenes content elements ones stories story please at all vibes themes "
@@ -156,3 +160,34 @@ anything everything nothing stuff those these that others other another before a
 better best thing things kind sort type lot lots people story stories show shows series night day time old new
 classic classics recent modern favorite favourite same similar different this that way well all any most
 """.split())
+
+
+#: what may follow a title named as seen and make it liked after all ("I watched Heat and loved it")
+LIKED_AFTER_SEEN: frozenset[tuple[str, ...]] = frozenset(tuple(k.split()) for k in (
+    "and loved it", "and liked it", "and enjoyed it", "and adored it", "and really liked it", "and really loved it",
+    "and really enjoyed it", "and i loved it", "and i liked it", "and i enjoyed it", "and it was great",
+))
+
+#: MovieLens tags that say what someone thought of a movie or of their list, not what the movie is
+_TAG_STOP = frozenset("""
+in netflix queue|imdb top 250|seen more than once|not seen|bad|awesome|boring|overrated|great acting|great dialogue|
+great ending|great performances|good dialogue|interesting|masterpiece|predictable|ridiculous|stupid ending|too long|
+plot holes|audience intelligence underestimated|bad acting|bad plot|bad script|bad writing|characters|dialogue|
+nudity (full frontal)|fun|unique|moving|06 oscar nominated best movie - animation|stupid|slick|smart|original plot
+""".replace("\n", "").split("|"))
+
+
+def tag_concepts(tags: list[str], skip: set[str] | frozenset[str] = frozenset(),
+                 concepts: tuple[Concept, ...] = CONCEPTS) -> tuple[Concept, ...]:
+    """A concept per MovieLens tag a request may name as it is ("atmospheric", "high school", "time loop"):
+    the tag itself is its phrase, what a movie must carry its tag. Left out: tags that a concept already says
+    ("funny", "mafia"), that are common words, people (``skip``), years, or opinions ("boring", "overrated")."""
+    said = {" ".join(p) for p in concept_phrases(concepts)} | {c.label for c in concepts}
+    out: dict[str, Concept] = {}
+    for t in tags:
+        low = " ".join(t.lower().split())
+        if (low in said or low in _TAG_STOP or low in skip or low in COMMON_WORDS or len(low) < 3
+                or re.search(r"\d", low) or not re.fullmatch(r"[a-z][a-z' &.-]*", low)):
+            continue
+        out.setdefault(low, Concept(low, (low,), tags=frozenset({low}), from_tag=True))
+    return tuple(out.values())
