@@ -87,3 +87,30 @@ def test_probe_reports_every_relation_and_uniform_attention_when_logits_are_flat
     assert 0 <= r["pooling_mean"]["recall@10"] <= 1 and not math.isnan(r["pooling_attention"]["entropy"])
     md = probe_markdown(r, "tiny")
     assert "all edges" in md and "unweighted mean" in md
+
+
+def test_answers_scored_as_new_movies():
+    """The 'graph' row ranks each answer as the protocol does; the new-movie rows score it from its text alone."""
+    from qamrec.eval.evaluate import evaluate
+    from qamrec.eval.graph_probe import _as_new_movie
+    from qamrec.graph.build import knn_edges
+    from qamrec.models.qamrec import example_query
+
+    m = _model()
+    ex = _examples()
+    r = _as_new_movie(m, ex, ITEMS, ks=(1, 2))
+    full = evaluate(m.score([example_query(e) for e in ex]), ex, ITEMS)
+    assert r["examples"] == 10 and r["graph"]["recall@1"] == pytest.approx(full["recall@1"])
+    assert all(0 <= r[k][f"recall@{n}"] <= 1 for k in ("isolated", "inductive") for n in (1, 2))
+    # without a text kNN relation the inductive representation is the isolated one
+    assert r["inductive"] == r["isolated"]
+    g = tiny_graph()
+    g.data["movie", "text_knn", "movie"].edge_index = knn_edges(g.data["movie"].x_text, 2)
+    m2 = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TrainConfig(), fake_text, seed=0)
+    m2._setup(g)
+    m2.net.eval()
+    v_iso = m2.net.new_movies(m2.net.movie_text, k=0)
+    v_ind = m2.net.new_movies(m2.net.movie_text, exclude=torch.arange(6))
+    assert not torch.allclose(v_iso, v_ind, atol=1e-4)
+    assert set(probe_markdown(probe_model(m2, ex, ITEMS), "tiny").split("## ")[-1].split("\n")[0:1]) == {
+        "Answers scored as movies outside the graph"}

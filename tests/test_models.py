@@ -300,3 +300,57 @@ def test_entities_naming_one_movie_score_alike_with_the_shared_bias(shared):
         assert float(net.bias[2]) == pytest.approx(float(net.free_bias[2]))
     else:
         assert s[2] != s[3]
+
+
+def _with_text_knn(graph: Graph, k: int = 2) -> Graph:
+    graph.data["movie", "text_knn", "movie"].edge_index = knn_edges(graph.data["movie"].x_text, k)
+    return graph
+
+
+def test_gat_inductive_pass_on_a_graph_node_reproduces_the_full_pass():
+    """A node given to :meth:`GATEncoder.inductive` with its own incoming links gets its full-pass output."""
+    graph = _with_text_knn(tiny_graph())
+    d = graph.data
+    torch.manual_seed(0)
+    enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
+                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1}).eval()
+    x = {t: torch.randn(int(d[t].num_nodes), 8) for t in d.node_types}
+    ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
+    states: list[dict[str, torch.Tensor]] = []
+    with torch.no_grad():
+        out = enc(x, d.edge_index_dict, ea, states=states)
+        assert len(states) == 2 and torch.equal(states[0]["movie"], x["movie"])
+        node = 4  # movie 4 has no rating (the one relation with edge attributes): links without attributes
+        links = {}
+        for et, ei in d.edge_index_dict.items():
+            if et[2] == "movie" and (ei[1] == node).any():
+                assert "edge_attr" not in d[et]
+                links[et] = torch.stack([ei[0][ei[1] == node], torch.zeros(int((ei[1] == node).sum()), dtype=torch.long)])
+        assert ("movie", "text_knn", "movie") in links
+        got = enc.inductive(states, x["movie"][node:node + 1], "movie", links)
+        assert torch.allclose(got[0], out["movie"][node], atol=1e-5)
+        alone = enc.inductive(states, x["movie"][node:node + 1], "movie", {})
+        assert not torch.allclose(alone[0], out["movie"][node], atol=1e-3)  # the links matter
+
+
+def test_new_movies_read_their_text_neighbours_in_the_graph():
+    """Movies outside the graph are linked to their nearest graph movies by text and read their representations;
+    without the text kNN relation (or with the MLP encoder) they are isolated nodes."""
+    graph = _with_text_knn(tiny_graph())
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0), TEXT_DIM).eval()
+    text = graph.data["movie"].x_text[[1, 3]].float() + 0.01  # near movies 1 and 3
+    h = net.new_movies(text)
+    assert h.shape == (2, 8)
+    with torch.no_grad():  # the users' embeddings reach movies 1 and 3 (ratings), and so the new movies
+        net.embed["user"].weight.add_(torch.randn_like(net.embed["user"].weight))
+    h2 = net.new_movies(text)
+    assert not torch.allclose(h, h2, atol=1e-4)
+    assert torch.allclose(h2, net.new_movies(text, chunk=1), atol=1e-5)  # chunked kNN: the same links
+    plain = QAMRecNet(tiny_graph(), ModelConfig(hidden=8, heads=2, dropout=0.0), TEXT_DIM).eval()
+    a = plain.new_movies(text)
+    with torch.no_grad():
+        plain.embed["user"].weight.add_(1.0)
+    assert torch.allclose(a, plain.new_movies(text), atol=1e-6)  # no text kNN: nothing of the graph is read
+    mlp = QAMRecNet(graph, ModelConfig(hidden=8, dropout=0.0, encoder="mlp"), TEXT_DIM).eval()
+    assert mlp.new_movies(text).shape == (2, 8)

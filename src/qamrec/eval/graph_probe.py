@@ -14,7 +14,12 @@ probe suggests is never chosen on test data):
 * **gradient norms**: of the cross-entropy of a batch of examples, per relation's attention parameters and
   per other part of the network;
 * **pooling**: the metrics with the query-aware pooling replaced by an unweighted mean, and with the pooled
-  vector set to zero; the normalized entropy of the pooling weights over query sets of two or more nodes.
+  vector set to zero; the normalized entropy of the pooling weights over query sets of two or more nodes;
+* **answers as new movies**: each example's answer scored as if it were outside the graph (as the service
+  scores the movies it adds to the catalog: the median bias, and its representation from its text alone, as
+  an isolated node or linked to its nearest graph movies by text and encoded inductively), ranked against
+  the other candidates as they are: how much a movie outside the graph loses, and how much of it the
+  inductive links give back.
 """
 
 from __future__ import annotations
@@ -198,6 +203,44 @@ def probe_model(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequenc
         out["pooling_zero"] = _metrics(model, examples, item_ids)
     out["pooling_attention"] = _pool_entropy(model, examples)
     out["gradient_norms"] = _gradients(model, examples, item_ids)
+    out["as_new_movie"] = _as_new_movie(model, examples, item_ids)
+    model._precomputed = None
+    return out
+
+
+@torch.no_grad()
+def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int],
+                  ks: Sequence[int] = (10, 50)) -> dict[str, Any]:
+    """Recall@k (``ks``) of each example's answer scored as a movie outside the graph (see the module docstring).
+
+    The answer's other entities (the same movie) are left out of the ranking: outside the graph they would
+    be new too."""
+    net = model.net
+    assert net is not None
+    col = {e: j for j, e in enumerate(item_ids)}
+    usable = [e for e in examples if e.item in col]
+    if not usable:
+        return {}
+    model._precomputed = None
+    table, items = model.precompute()
+    qb = model.featurize([example_query(e) for e in usable])
+    p, _ = net.preference(table, qb)
+    real = net.score(p, items, qb)
+    gold = torch.tensor([col[e.item] for e in usable])
+    rows = torch.arange(len(usable))
+    cand = net.candidates
+    same = cand[gold].unsqueeze(1) == cand.unsqueeze(0)  # [B, C] candidates naming the answer's movie
+    median = net.bias.median()
+    out: dict[str, Any] = {"examples": len(usable)}
+    text = net.movie_text[cand]
+    for name, k in (("graph", None), ("isolated", 0), ("inductive", None)):
+        if name == "graph":
+            s_gold = real[rows, gold]
+        else:
+            v = net.item(net.new_movies(text, k=k, exclude=cand))
+            s_gold = (net.score(p, v, qb) - net.bias + median)[rows, gold]
+        rank = ((real > s_gold.unsqueeze(1)) & ~same).sum(dim=1)
+        out[name] = {f"recall@{k}": float((rank < k).float().mean()) for k in ks}
     model._precomputed = None
     return out
 
@@ -235,4 +278,13 @@ def probe_markdown(r: dict[str, Any], title: str) -> str:
               f"entropy / log size {pa['entropy']:.3f}, largest weight {pa['max_alpha']:.3f}.", "",
               "## Gradient norms (cross-entropy of up to 512 examples)", "", "| part | ‖∇‖ |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" for k, v in r["gradient_norms"].items()]
+    nm = r.get("as_new_movie") or {}
+    if nm:
+        lines += ["", "## Answers scored as movies outside the graph", "",
+                  f"{nm['examples']:,} examples; the answer gets the median bias and a representation from its "
+                  "text alone, ranked against the other candidates as they are (its other entities left out).", "",
+                  "| the answer's representation | R@10 | R@50 |", "|---|---|---|"]
+        for key, what in (("graph", "its own, in the graph (and its bias)"), ("isolated", "text, isolated node"),
+                          ("inductive", "text, linked to its nearest graph movies by text (the service)")):
+            lines.append(f"| {what} | {nm[key]['recall@10']:.4f} | {nm[key]['recall@50']:.4f} |")
     return "\n".join(lines) + "\n"

@@ -96,13 +96,17 @@ class GATEncoder(nn.Module):
 
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
                 edge_attr_dict: dict[EdgeType, Tensor] | None = None,
-                trace: dict[tuple[int, EdgeType], dict[str, Any]] | None = None) -> dict[str, Tensor]:
+                trace: dict[tuple[int, EdgeType], dict[str, Any]] | None = None,
+                states: list[dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
         """Node representations after every layer (same shapes as ``x_dict``).
 
         ``trace`` (optional) receives, per (layer, relation), what :meth:`relation` records, and per
-        (layer, node type) under ``(layer, ("root", t, t))`` the self term ``msg``."""
+        (layer, node type) under ``(layer, ("root", t, t))`` the self term ``msg``. ``states`` (optional, a
+        list) receives each layer's input ``x_dict`` (for :meth:`inductive`)."""
         edge_attr_dict = edge_attr_dict or {}
         for layer, (root, norm) in enumerate(zip(self.roots, self.norms)):
+            if states is not None:
+                states.append(x_dict)
             out = {t: root[t](x) for t, x in x_dict.items()}
             if trace is not None:
                 for t, v in out.items():
@@ -120,3 +124,28 @@ class GATEncoder(nn.Module):
                 new[t] = norm[t](x + m)
             x_dict = new
         return x_dict
+
+    def inductive(self, states: list[dict[str, Tensor]], x: Tensor, node_type: str,
+                  links: dict[EdgeType, Tensor]) -> Tensor:
+        r"""Representations of new nodes of ``node_type`` that the graph does not hold (inputs ``x`` [n, hidden]).
+
+        Each layer applies the trained update of :meth:`forward` to them,
+        :math:`\mathbf{h}'_i = \mathrm{LayerNorm}(\mathbf{h}_i + \mathrm{ELU}(\mathbf{W}_0 \mathbf{h}_i +
+        \sum_r \sum_j \alpha^r_{ij} \mathbf{W}_r \mathbf{h}_j))`, where the neighbours :math:`j` are graph nodes
+        given by ``links`` (relation -> ``edge_index`` [2, E] from a graph node of the relation's source type
+        to a new node) and :math:`\mathbf{h}_j` their layer inputs ``states`` of a full :meth:`forward` pass.
+        The graph's own nodes are left as they are (the new nodes send no messages), so this is the inductive
+        use of GAT (Veličković et al., section 3.3): a new node with no link gets the isolated-node output.
+        """
+        for layer, (root, norm) in enumerate(zip(self.roots, self.norms)):
+            m = root[node_type](x)
+            for et, ei in links.items():
+                key = "__".join(et)
+                if et[2] != node_type or ei.shape[1] == 0 or key not in self.convs[layer]:
+                    continue
+                src, src_inv = torch.unique(ei[0], return_inverse=True)
+                dst, dst_inv = torch.unique(ei[1], return_inverse=True)
+                msg = self.convs[layer][key]((states[layer][et[0]][src], x[dst]), torch.stack([src_inv, dst_inv]))
+                m = m.index_add(0, dst, msg)
+            x = norm[node_type](x + nn.functional.elu(m))
+        return x

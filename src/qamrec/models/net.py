@@ -179,15 +179,58 @@ class QAMRecNet(nn.Module):
             x[t] = emb.weight
         return x
 
-    def encode_nodes(self, trace: dict | None = None) -> dict[str, Tensor]:
-        """Representations of every node after the encoder (``trace``: see :class:`GATEncoder`)."""
+    def encode_nodes(self, trace: dict | None = None, states: list | None = None) -> dict[str, Tensor]:
+        """Representations of every node after the encoder (``trace``, ``states``: see :class:`GATEncoder`)."""
         x = self.node_inputs()
         if isinstance(self.encoder, GATEncoder):
             ei = {et: getattr(self, "ei_" + "__".join(et)) for et in self.edge_types}
             ea = {et: getattr(self, "ea_" + "__".join(et)) for et in self.edge_types
                   if hasattr(self, "ea_" + "__".join(et))}
-            return self.encoder(x, ei, ea, trace)
+            return self.encoder(x, ei, ea, trace, states)
         return {t: v + self.encoder[t](v) for t, v in x.items()}
+
+    @torch.no_grad()
+    def new_movies(self, text: Tensor, k: int | None = None, chunk: int = 4096,
+                   exclude: Tensor | None = None) -> Tensor:
+        r"""Representations [n, hidden] of movies the graph does not hold, from their text embeddings [n, D].
+
+        A new movie enters as the graph's movies do (:math:`\mathbf{W}_m[\mathbf{x}^{text} \| \mathbf{0}]`,
+        no poster) and is linked, like them, to its ``k`` nearest graph movies by text cosine (the graph's
+        ``text_knn`` relation; ``k`` defaults to that relation's mean in-degree, ``k=0`` links nothing). The
+        trained encoder then runs on it inductively (:meth:`GATEncoder.inductive`): it reads the learned
+        representations of its text neighbours, which carry their dialogues, ratings and knowledge-graph links.
+        Without the relation (or with the MLP encoder) it is an isolated node. ``exclude`` [n] (a graph movie
+        node per row, or -1) is never linked to that row: a graph movie encoded as if it were new. Eval mode,
+        no gradient.
+        """
+        self.eval()
+        parts = [text.float()] if self.cfg.text_features else []
+        if self.use_poster:
+            parts += [text.new_zeros(len(text), self.movie_poster.shape[1]), text.new_zeros(len(text), 1)]
+        x = self.movie_in(torch.cat(parts, dim=1)) if parts else text.new_zeros(len(text), self.cfg.hidden)
+        if not isinstance(self.encoder, GATEncoder):
+            return x + self.encoder["movie"](x)
+        rel = next((et for et in self.edge_types if et[1] == "text_knn"), None)
+        links: dict[tuple[str, str, str], Tensor] = {}
+        if rel is not None and self.cfg.text_features:
+            ei = getattr(self, "ei_" + "__".join(rel))
+            if k is None:
+                k = max(1, round(ei.shape[1] / max(1, int(torch.unique(ei[1]).numel()))))
+            z, q = nn.functional.normalize(self.movie_text, dim=1), nn.functional.normalize(text.float(), dim=1)
+            src, dst = [], []
+            for s in range(0, len(q) if k else 0, chunk):  # [chunk, n_movies] similarities at a time
+                sim = q[s:s + chunk] @ z.T
+                if exclude is not None:
+                    ex = exclude[s:s + chunk]
+                    sim[torch.arange(len(sim))[ex >= 0], ex[ex >= 0]] = -2.0
+                sim, nb = sim.topk(min(k, len(z)), dim=1)
+                keep = sim > 0  # as the graph's kNN: no link to a movie of non-positive similarity
+                src.append(nb[keep])
+                dst.append(torch.arange(s, s + len(nb)).unsqueeze(1).expand_as(nb)[keep])
+            links[rel] = torch.stack([torch.cat(src), torch.cat(dst)]) if src else torch.zeros(2, 0, dtype=torch.long)
+        states: list[dict[str, Tensor]] = []
+        self.encode_nodes(states=states)
+        return self.encoder.inductive(states, x, "movie", links)
 
     def items(self, h: dict[str, Tensor]) -> Tensor:
         """Candidate representations [n_candidates, hidden]."""

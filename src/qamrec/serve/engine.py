@@ -204,10 +204,11 @@ class Engine:
         embeddings; ``dtype`` how their score matrix is multiplied (see :class:`~qamrec.serve.index.ItemIndex`:
         ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly; ``rank`` narrows its first
         pass to the matrix's top singular directions, 0 keeps every column). A movie in the graph that
-        is not a candidate keeps its graph representation; one outside it gets the encoder's output for an
-        isolated node (the per-type root terms only: no neighbour to attend to). Their bias is the candidates'
-        median; they carry no words, so reasons and refinements come from the graph's candidates. A later call
-        replaces the earlier extension.
+        is not a candidate keeps its graph representation; one outside it is linked to its nearest graph movies
+        by text and encoded inductively by the trained GAT (:meth:`~qamrec.models.net.QAMRecNet.new_movies`),
+        so it reads what the graph knows of the movies like it. Their bias is the candidates' median; they
+        carry no words, so reasons and refinements come from the graph's candidates. A later call replaces the
+        earlier extension.
         With ``"int8"`` the query's text retrieval over the graph's movies is scored the same way.
         Returns the number of movies added.
         """
@@ -219,15 +220,7 @@ class Engine:
             return 0
         ids = movies["movie_id"].to_list()
         x = torch.from_numpy(text)
-        parts = [x] if net.cfg.text_features else []
-        if net.use_poster:
-            parts += [torch.zeros(len(x), net.movie_poster.shape[1]), torch.zeros(len(x), 1)]
-        h = net.movie_in(torch.cat(parts, dim=1)) if parts else torch.zeros(len(x), net.cfg.hidden)
-        net.eval()
-        if hasattr(net.encoder, "convs"):
-            h = net.encoder({"movie": h}, {}, {})["movie"]
-        else:
-            h = h + net.encoder["movie"](h)
+        h = net.new_movies(x)
         table, _ = self.model.precompute()  # movies in the graph keep their graph representation
         node = torch.tensor([self.node_of.get(m, -1) for m in ids])
         in_graph = node >= 0
