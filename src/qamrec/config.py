@@ -147,6 +147,12 @@ class TrainConfig(BaseModel):
                                                            "subsets (the 'no new data' ablation)")
     transfer: list[str] = Field(default=[], description="other CRS datasets whose training examples are added, "
                                                         "their entities mapped by DBpedia URI or catalog movie")
+    pretrain: int = Field(default=0, ge=0, description="pseudo-requests over the catalog to pretrain the query "
+                                                       "path and the item side on before the dialogues (0: none; "
+                                                       "qamrec.train.pretrain)")
+    pretrain_users: int = Field(default=0, ge=0, description="MovieLens users as pseudo-conversations ('I liked A, B "
+                                                             "and C.' -> another movie they liked) to pretrain on")
+    pretrain_epochs: int = Field(default=2, ge=1, description="passes over the pseudo-requests")
 
 
 class SampledConfig(BaseModel):

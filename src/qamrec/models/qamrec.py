@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from qamrec.io import atomic_path, atomic_write_json, read_json
 from qamrec.models.base import Recommender
 from qamrec.models.net import QAMRecNet
 from qamrec.models.query import Query, QueryBatch, QueryFeaturizer, context_text, subset
+from qamrec.train.checkpoint import checkpointing
 from qamrec.train.loop import TrainHistory, fit_net
+from qamrec.train.pretrain import Pretraining
 
 __all__ = ["QAMRec", "example_query", "training_data"]
 
@@ -63,15 +66,40 @@ class QAMRec(Recommender):
         return self.featurizer(queries)
 
     def fit(self, crs: CRSData, graph: Graph, on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
-            **kwargs: Any) -> QAMRec:
+            pretrain: Pretraining | None = None, **kwargs: Any) -> QAMRec:
+        """Train on ``crs``'s examples (early stopping on its dev examples); with ``pretrain``, first on its
+        pseudo-requests (:mod:`qamrec.train.pretrain`), or with the weights it cached."""
         self._setup(graph)
         train_q, gold, dev_q = training_data(self.featurize, crs, graph.meta["item_ids"])
+        if pretrain is not None and pretrain.texts:
+            self._pretrain(pretrain, dev_q, crs, graph.meta["item_ids"])
         # start the item biases at log popularity among the training examples
         self.net.init_bias(torch.bincount(gold, minlength=len(graph.meta["item_ids"])).float())  # type: ignore[union-attr]
         self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
                                self.train_cfg, self.seed, on_epoch, seen_items={e.item for e in crs.train})
         self._precomputed = None
         return self
+
+    def _pretrain(self, pre: Pretraining, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> None:
+        """Fit the network on the pseudo-requests (kept: the best epoch by dev NDCG@10), or load the cached
+        weights; the bias is set again from the dialogues' targets by :meth:`fit` afterwards."""
+        assert self.net is not None
+        if pre.cache is not None and pre.cache.exists():
+            self.net.load_state_dict(load_file(str(pre.cache)))
+            pre.cached = True
+            return
+        t0 = time.perf_counter()
+        queries = self.featurize([Query(text=t) for t in pre.texts])
+        gold = torch.tensor(pre.columns, dtype=torch.long)
+        self.net.init_bias(torch.bincount(gold, minlength=len(item_ids)).float())
+        cfg = self.train_cfg.model_copy(update={"epochs": pre.epochs, "patience": pre.epochs})
+        with checkpointing(None):  # the run's checkpoint is the dialogue training's
+            fit_net(self.net, queries, gold, dev_q, crs.dev, item_ids, cfg, self.seed)
+        pre.seconds = time.perf_counter() - t0
+        if pre.cache is not None:
+            pre.cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(pre.cache) as tmp:
+                save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(tmp))
 
     @torch.no_grad()
     def precompute(self) -> tuple[torch.Tensor, torch.Tensor]:

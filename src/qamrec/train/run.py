@@ -130,6 +130,7 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
     """
     from qamrec.data.crs import load_crs
     from qamrec.graph.build import build_or_load, graph_key
+    from qamrec.train.pretrain import pretraining_data
 
     out.parent.mkdir(parents=True, exist_ok=True)
     recover(out)
@@ -146,8 +147,11 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
     crs = load_crs(dataset, config)
     log(f"training on {len(crs.train):,} examples from {crs.n_train_dialogues:,} dialogues, early stopping on "
         f"{len(crs.dev):,} dev examples")
+    pre = pretraining_data(config, graph, config.seed, log) if model.name == "qamrec" else None
     with checkpointing(ckpt):
-        model = model.fit(crs, graph, on_epoch=on_epoch)
+        model = model.fit(crs, graph, on_epoch=on_epoch, **({"pretrain": pre} if pre is not None else {}))
+    if pre is not None:
+        log(f"pretraining: {'cached' if pre.cached else f'{pre.seconds:.0f} s'}")
     model.train_targets = sorted({e.item for e in crs.train})  # type: ignore[attr-defined]
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
@@ -159,6 +163,8 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
         "n_train_dialogues": crs.n_train_dialogues, "train_targets": model.train_targets,  # type: ignore[attr-defined]
         "resumed_from_epoch": ckpt.resumed_from,
+        "pretrain": None if pre is None else {"examples": len(pre.texts), **pre.counts, "epochs": pre.epochs,
+                                              "seconds": round(pre.seconds, 1), "cached": pre.cached},
     }
     tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
     try:
