@@ -1,0 +1,53 @@
+"""The CRS benchmark harness with stand-in training: rows, seeds, partial reruns, reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qamrec.config import load_config
+from qamrec.eval.benchmark import VARIANTS, run_crs_benchmark
+
+
+def _fake(trained: list[str]):
+    def train(dataset: str, run: Path, model: str, config: Any) -> dict[str, Any]:
+        trained.append(run.name)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(config.model_dump_json()[:-1] + f', "dataset": "{dataset}"}}')
+        pre = {"seconds": 12.0} if config.train.pretrain else None
+        m = {"model": model, "train_seconds": 3.0, "n_train": 100, "n_train_dialogues": 10, "pretrain": pre}
+        (run / "metrics.json").write_text(json.dumps(m))
+        return m
+
+    def evaluate(run: Path, test: Path | None) -> dict[str, Any]:
+        cfg = json.loads((run / "config.json").read_text())
+        r10 = 0.2 + 0.01 * cfg["seed"] - (0.05 if cfg["model"]["encoder"] == "mlp" else 0.0)
+        return {"recall@1": 0.05, "recall@10": r10, "recall@50": 0.4, "ndcg@10": 0.1, "ndcg@50": 0.12,
+                "mrr@10": 0.08, "mrr@50": 0.09, "n_examples": 50, "examples_in_file": 50, "test_file": "t.jsonl"}
+
+    return train, evaluate
+
+
+def test_benchmark_rows_seeds_partial_rerun_and_reuse(tmp_path: Path):
+    config = load_config([], home=tmp_path / "home")
+    trained: list[str] = []
+    train, evaluate = _fake(trained)
+    only = ["qamrec", "no_graph", "pretrained"]
+    res = run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=only,
+                            log=lambda s: None, seeds=(0, 1))
+    assert set(res) == set(only) and len(trained) == 6
+    assert res["qamrec"]["recall@10"][0] == pytest.approx(0.205)
+    assert res["qamrec"]["recall@10"][1] == pytest.approx(0.01 / 2 ** 0.5)  # sample std of 0.20, 0.21
+    assert res["no_graph"]["recall@10"][0] == pytest.approx(0.155)
+    md = (tmp_path / "out" / "crs_inspired.md").read_text()
+    assert "0.205 ± 0.007" in md and "+ 12 pretraining" in md and "MSCRS (published" in md
+    # a rerun of one row keeps the others and reuses complete runs with the same settings
+    res = run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=["no_graph"],
+                            log=lambda s: None, seeds=(0, 1))
+    assert set(res) == set(only) and len(trained) == 6
+    saved = json.loads((tmp_path / "out" / "crs_inspired.json").read_text())
+    assert [m["seed"] for m in saved["per_seed"]["pretrained"]] == [0, 1]
+    assert "no_new_data" not in res and any(v.name == "no_new_data" and v.datasets == ("redial",) for v in VARIANTS)
