@@ -190,8 +190,8 @@ def _markdown(r: dict[str, Any], log: list[dict[str, Any]], samples: int) -> str
     lines += ["",
               "The published rows are MSCRS's Table 3 (Wei et al., SIGIR 2025), on each dataset's official test "
               "split; ours is on the validation file. Distinct-n is the number of distinct n-grams over all "
-              "replies divided by the number of replies, as UniCRS's evaluator computes it (so it also grows "
-              "with the number of replies).", "",
+              "replies divided by the number of replies, as UniCRS's evaluator computes it (so it depends on how "
+              "many replies there are: the same variety over more replies gives a lower value).", "",
               "| | value |", "|---|---|",
               f"| item ratio on the {r['recommending_turns']:,} turns whose gold response names a movie | "
               f"{r['item_ratio_on_recommending_turns']:.3f} |",
@@ -210,7 +210,8 @@ def _markdown(r: dict[str, Any], log: list[dict[str, Any]], samples: int) -> str
     by_dialogue: dict[int, list[dict[str, Any]]] = {}
     for row in log:
         by_dialogue.setdefault(row["dialogue"], []).append(row)
-    chosen = [d for d, rows in by_dialogue.items() if 4 <= len(rows) <= 8][:samples]
+    fits = sorted(by_dialogue, key=lambda d: (not 4 <= len(by_dialogue[d]) <= 8, d))  # short ones, in order
+    chosen = fits[:samples]
     for d in chosen:
         rows = by_dialogue[d]
         lines += [f"### Dialogue {d}", ""]

@@ -30,7 +30,7 @@ GENRE_WORDS: dict[str, str] = {
     "documentary": "documentary", "documentaries": "documentary", "musical": "musical", "musicals": "musical",
     "western": "western", "westerns": "western", "war": "war", "crime": "crime", "mystery": "mystery",
     "fantasy": "fantasy", "adventure": "adventure", "sci-fi": "sci-fi", "scifi": "sci-fi",
-    "science fiction": "sci-fi", "family": "children", "kids": "children", "superhero": "action",
+    "science fiction": "sci-fi", "sci fi": "sci-fi", "family": "children", "kids": "children", "superhero": "action",
 }
 #: catalog genre names that mean the same (ReDial's "family", MovieLens' "children")
 _ALIASES = {"family": "children", "science fiction": "sci-fi"}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from qamrec.serve.facts import GENRE_WORDS, Claim, MovieCard
 from qamrec.serve.reply_index import SLOT
 
-__all__ = ["fill", "template_genres", "pick", "join_names", "phrase_words", "DECADE"]
+__all__ = ["fill", "template_genres", "pick", "ordered", "join_names", "phrase_words", "DECADE"]
 
 _GENRE_RE = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, GENRE_WORDS), key=len, reverse=True))
                        + r")(?![\w-])", re.IGNORECASE)
@@ -49,16 +49,21 @@ def _key(seed: str, option: str) -> int:
     return int.from_bytes(hashlib.blake2b((seed + "\x00" + option).encode(), digest_size=4).digest(), "big")
 
 
+def ordered(options: Sequence[str], seed: str) -> list[str]:
+    """``options`` in an order that depends on ``seed`` only (varied wording, the same for the same seed)."""
+    return sorted(options, key=lambda o: _key(seed, o))
+
+
 def pick(options: Sequence[str], seed: str, heard: str = "") -> str:
     """One of ``options``, the same for the same ``seed``; one whose words (its text before the first ``{``)
     do not occur in ``heard`` (what the conversation already said) when there is one."""
-    ordered = sorted(options, key=lambda o: _key(seed, o))
+    ordered_ = ordered(options, seed)
     low = heard.lower()
-    for o in ordered:
+    for o in ordered_:
         stem = o.split("{", 1)[0].strip().lower()
         if not stem or stem not in low:
             return o
-    return ordered[0]
+    return ordered_[0]
 
 
 def join_names(names: Sequence[str]) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 
 from qamrec.serve.conversation import Conversation, Event
 from qamrec.serve.facts import CatalogFacts, Claim, MovieCard, genre_key
-from qamrec.serve.phrasing import fill, join_names, phrase_words, pick
+from qamrec.serve.phrasing import fill, join_names, ordered, phrase_words, pick
 from qamrec.serve.reply_index import SLOT, ReplyIndex
 
 __all__ = ["Reply", "ReplyBuilder", "FALLBACK_TEMPLATES", "GREETINGS"]
@@ -44,6 +44,13 @@ GREETINGS = ("Hi! What kind of movies do you like?", "Hello! What type of movies
 #: genre names as a reply says them
 _SAY_GENRE = {"children": "family", "film-noir": "film noir", "sci-fi": "sci-fi", "imax": ""}
 _WORD = re.compile(r"[a-z']+")
+_QUESTION = re.compile(r"^\W*(?:\w+\W+)?(?:have|has|do|did|does|how|what|would|are|is|can|could|ever|any|wanna|want)\b",
+                       re.IGNORECASE)
+
+
+def _opening(template: str) -> str:
+    """A template's first five words, lower case: templates that open alike count as one."""
+    return " ".join(_WORD.findall(template.lower().replace(SLOT, " movie "))[:5])
 
 
 def say_genre(genre: str) -> str:
@@ -85,8 +92,7 @@ class _Text:
         return " ".join(out.split())
 
 
-def _say(text: _Text, pattern: str, **values: str | MovieCard) -> None:
-    """Append ``pattern`` with ``{name}`` fields; a MovieCard value stays a movie mention."""
+def _parts(pattern: str, values: dict[str, str | MovieCard]) -> list[str | MovieCard]:
     parts: list[str | MovieCard] = []
     for i, chunk in enumerate(re.split(r"\{(\w+)\}", pattern)):
         if i % 2 == 0:
@@ -94,7 +100,26 @@ def _say(text: _Text, pattern: str, **values: str | MovieCard) -> None:
                 parts.append(chunk)
         else:
             parts.append(values[chunk])
-    text.add(*parts)
+    return parts
+
+
+def _say(text: _Text, pattern: str | Sequence[str], seed: str = "", heard: str = "", new_only: bool = False,
+         **values: str | MovieCard) -> bool:
+    """Append ``pattern`` with its ``{name}`` fields filled (a MovieCard value stays a movie mention); of several
+    patterns, the first (in the order ``seed`` gives them) whose sentence the conversation has not heard yet.
+    When it has heard them all: the first anyway, or (``new_only``) nothing. Returns whether it said something."""
+    options = [pattern] if isinstance(pattern, str) else ordered(pattern, seed)
+    low = heard.lower()
+    for o in options:
+        parts = _parts(o, values)
+        said = " ".join("".join(p.label if isinstance(p, MovieCard) else p for p in parts).split()).lower()
+        if said not in low:
+            text.add(*parts)
+            return True
+    if new_only:
+        return False
+    text.add(*_parts(options[0], values))
+    return True
 
 
 class ReplyBuilder:
@@ -109,9 +134,11 @@ class ReplyBuilder:
     """
 
     def __init__(self, index: ReplyIndex, facts: CatalogFacts, kinds: dict[str, str] | None = None,
-                 flat: float = 0.3, vague_words: int = 6, candidates: int = 40) -> None:
+                 flat: float = 0.3, vague_words: int = 6, candidates: int = 40, plot_always: bool = True) -> None:
         self.index, self.facts, self.kinds = index, facts, kinds or {}
         self.flat, self.vague_words, self.candidates = flat, vague_words, candidates
+        #: the plot's first sentence after every reason (else only when there is no other reason)
+        self.plot_always = plot_always
 
     @classmethod
     def for_engine(cls, engine: Any, config: Any, exclude: Any = None) -> ReplyBuilder:
@@ -172,91 +199,95 @@ class ReplyBuilder:
                        "seen": ("You've seen {m} already, so here is something else.",
                                 "Since you've seen {m}, let's look further.")}.get(event.value, ())
             if options:
-                _say(out, pick(options, seed, heard), m=card)
+                _say(out, options, seed, heard, m=card)
                 claims += [Claim(card.id, "title", card.title)] + ([Claim(card.id, "year", str(card.year))]
                                                                    if card.year else [])
             return
         if event.kind == "suggestion" and event.words:
             phrase = phrase_words([(w, self.kinds.get(w.lower(), "tag")) for w in event.words])
             if event.value == "accepted":
-                _say(out, pick(("Sure, more {p}.", "Good call: {p} it is.", "Okay, {p}."), seed, heard), p=phrase)
+                _say(out, ("Sure, more {p}.", "Good call: {p} it is.", "Okay, {p}."), seed, heard, p=phrase)
             else:
-                _say(out, pick(("Got it, no more {p}.", "Okay, less {p}.", "Fine, something other than {p}."),
-                               seed, heard), p=phrase)
+                _say(out, ("Got it, no more {p}.", "Okay, less {p}.", "Fine, something other than {p}."),
+                     seed, heard, p=phrase)
             return
         if understood is None:
             return
         if understood.excluded:
-            _say(out, pick(("Got it, no more {x}.", "Okay, no {x}.", "Sure, nothing {x}."), seed, heard),
+            _say(out, ("Got it, no more {x}.", "Okay, no {x}.", "Sure, nothing {x}."), seed, heard,
                  x=join_names([x.lower() for x in understood.excluded]))
         for m, _ in understood.disliked[:1]:
             card = self.facts.card(m)
             if card is not None:
-                _say(out, pick(("Got it, not {m}.", "Okay, nothing like {m}."), seed, heard), m=card)
+                _say(out, ("Got it, not {m}.", "Okay, nothing like {m}."), seed, heard, m=card)
                 claims += [Claim(card.id, "title", card.title)]
                 claims += [Claim(card.id, "year", str(card.year))] if card.year else []
 
     def _reason(self, out: _Text, claims: list[Claim], card: MovieCard, context: Sequence[int], understood: Any,
                 seed: str, heard: str) -> None:
-        """One grounded sentence on ``card``, then the first sentence of its plot."""
-        shared = self.facts.shared(card.id, context)
+        """One grounded sentence on ``card`` the conversation has not heard yet: what it shares with a movie of
+        the context, else what was asked for that it has, else its director and cast; then the first sentence of
+        its plot (with ``plot_always``, else only in place of the director and cast)."""
         said = False
+        shared = self.facts.shared(card.id, context)
         if shared:
             fieldname, value, other_id = shared[0]
             other = self.facts.card(other_id)
             assert other is not None
+            new: list[Claim] = []
             if fieldname == "director":
-                _say(out, pick(("It's also directed by {v}, like {o}.", "Like {o}, it was directed by {v}."),
-                               seed, heard), v=value, o=other)
+                said = _say(out, ("It's also directed by {v}, like {o}.", "Like {o}, it was directed by {v}."), seed,
+                            heard, True, v=value, o=other)
+                new = [Claim(card.id, "director", value), Claim(other.id, "director", value)]
             elif fieldname == "cast":
                 both = [c for f, c, o in shared if f == "cast" and o == other_id][:2]
-                _say(out, pick(("Like {o}, it stars {v}.", "It also has {v}, as in {o}."), seed, heard),
-                     v=join_names(both), o=other)
-                claims += [Claim(card.id, "cast", c) for c in both[1:]] + [Claim(other.id, "cast", c)
-                                                                            for c in both[1:]]
+                said = _say(out, ("Like {o}, it stars {v}.", "It also has {v}, as in {o}."), seed, heard, True,
+                            v=join_names(both), o=other)
+                new = [Claim(m, "cast", c) for c in both for m in (card.id, other.id)]
             else:
                 genres = [g for f, g, o in shared if f == "genre" and o == other_id and say_genre(g)][:2]
-                if not genres:
-                    genres = [value]
-                _say(out, pick(("Another {v} film, like {o}.", "It's {v} too, like {o}."), seed, heard),
-                     v=" ".join(say_genre(g) for g in genres), o=other)
-                claims += [Claim(card.id, "genre", g) for g in genres[1:]] + [Claim(other.id, "genre", g)
-                                                                              for g in genres[1:]]
-            claims += [Claim(card.id, fieldname, value), Claim(other.id, fieldname, value),  # type: ignore[arg-type]
-                       Claim(other.id, "title", other.title)]
-            claims += [Claim(other.id, "year", str(other.year))] if other.year else []
-            said = True
+                if genres:
+                    said = _say(out, ("Another {v} film, like {o}.", "It's a {v} film too, like {o}."), seed, heard,
+                                True, v=" ".join(say_genre(g) for g in genres), o=other)
+                    new = [Claim(m, "genre", g) for g in genres for m in (card.id, other.id)]
+            if said:
+                claims += new + [Claim(other.id, "title", other.title)]
+                claims += [Claim(other.id, "year", str(other.year))] if other.year else []
         if not said and understood is not None:
             genres = [g for g in card.genres if say_genre(g) and any(genre_key(g) == genre_key(w)
                                                                     for w in understood.genres)][:2]
             people = [p for p in understood.people if p in card.directors or p in card.cast][:2]
             if genres or people:
-                bits = []
+                bits, new = [], []
                 if genres:
                     bits.append(f"a {' '.join(say_genre(g) for g in genres)} film")
-                    claims += [Claim(card.id, "genre", g) for g in genres]
+                    new += [Claim(card.id, "genre", g) for g in genres]
                 for p in people:
                     field_ = "director" if p in card.directors else "cast"
                     bits.append(f"directed by {p}" if field_ == "director" else f"with {p}")
-                    claims.append(Claim(card.id, field_, p))  # type: ignore[arg-type]
-                _say(out, pick(("It's {b}, as you asked.", "Just what you asked for: {b}."), seed, heard),
-                     b=" ".join(bits))
-                said = True
-        if not said and (card.directors or card.cast):
-            if card.directors and len(card.cast) >= 2:
-                _say(out, pick(("{d} directed it, with {c}.", "It's directed by {d} and stars {c}."), seed, heard),
-                     d=card.directors[0], c=join_names(card.cast[:2]))
-                claims += [Claim(card.id, "director", card.directors[0])]
-                claims += [Claim(card.id, "cast", c) for c in card.cast[:2]]
-            elif card.directors:
-                _say(out, "It's directed by {d}.", d=card.directors[0])
-                claims.append(Claim(card.id, "director", card.directors[0]))
-            else:
-                _say(out, "It stars {c}.", c=join_names(card.cast[:2]))
-                claims += [Claim(card.id, "cast", c) for c in card.cast[:2]]
-        if card.plot and card.plot not in heard:
-            out.add(card.plot)
-            claims.append(Claim(card.id, "plot", card.plot))
+                    new.append(Claim(card.id, field_, p))  # type: ignore[arg-type]
+                said = _say(out, ("It's {b}, as you asked.", "Just what you asked for: {b}."), seed, heard, True,
+                            b=" ".join(bits))
+                claims += new if said else []
+        plot = card.plot if card.plot and card.plot not in heard else ""
+        if not said and plot and not self.plot_always:
+            out.add(plot)
+            claims.append(Claim(card.id, "plot", plot))
+            return
+        if not said and card.directors and len(card.cast) >= 2:
+            said = _say(out, ("{d} directed it, with {c}.", "It's directed by {d} and stars {c}."), seed, heard,
+                        True, d=card.directors[0], c=join_names(card.cast[:2]))
+            claims += ([Claim(card.id, "director", card.directors[0])]
+                       + [Claim(card.id, "cast", c) for c in card.cast[:2]]) if said else []
+        elif not said and card.directors:
+            said = _say(out, "It's directed by {d}.", seed, heard, True, d=card.directors[0])
+            claims += [Claim(card.id, "director", card.directors[0])] if said else []
+        elif not said and card.cast:
+            said = _say(out, "It stars {c}.", seed, heard, True, c=join_names(card.cast[:2]))
+            claims += [Claim(card.id, "cast", c) for c in card.cast[:2]] if said else []
+        if plot and (self.plot_always or not said):
+            out.add(plot)
+            claims.append(Claim(card.id, "plot", plot))
 
     def _vague(self, conv: Conversation, event: Event, understood: Any, movies: Sequence[dict[str, Any]]) -> bool:
         if event.kind != "message" or conv.asked:
@@ -304,9 +335,9 @@ class ReplyBuilder:
             return Reply(text, out.render(True) or text, claims, "clarify")
         template, filled = "", None
         if query is not None and len(self.index):
-            used = conv.templates
+            used = {_opening(t) for t in conv.templates}
             for u, _ in self.index.nearest(query, self.candidates):
-                if u.template in used:
+                if _opening(u.template) in used:  # the same words as an earlier reply (or nearly)
                     continue
                 filled = fill(u.template, cards)
                 if filled is not None:
@@ -320,9 +351,12 @@ class ReplyBuilder:
         named = cards[:n]
         # the template as parts, so its movies render as titles or as slots
         pieces = template.split(SLOT)
+        pieces[0] = pieces[0][:1].upper() + pieces[0][1:]  # "have you seen" starts a sentence of the reply
         parts: list[str | MovieCard] = [pieces[0]]
         for c, p in zip(named, pieces[1:]):
             parts += [c, p]
+        if not template.rstrip().endswith((".", "!", "?")):  # end the sentence before the next one
+            parts.append("?" if _QUESTION.match(template) or "have you" in template.lower() else ".")
         out.add(*parts)
         claims += filled[1]
         context = list(dict.fromkeys([*context_movies, *conv.liked]))

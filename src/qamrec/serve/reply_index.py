@@ -48,6 +48,16 @@ _CAPS_OK = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "oh", "yes", "no", 
             "your", "since", "because", "when", "either", "both", "bye", "goodbye", "enjoy", "glad", "oops"}
 
 
+#: words that state something about a movie the slot's movie may not have (its age, its source, its people,
+#: its awards, its place in a series): a template with one is not kept
+_UNCHECKABLE = frozenset("""recent recently new newer newest latest old older oldest classic classics sequel sequels
+prequel prequels series trilogy remake remakes reboot original book books novel novels based true story oscar oscars
+award awards won nominated starring stars star actor actors actress actresses director directed directs cast plays
+played version part franchise marvel disney pixar dc netflix hbo theater theaters theatre cinema cinemas trailer
+box released release came out year years decade decades century era musical documentary animated cartoon cartoons
+anime foreign subtitles subtitled british french japanese korean indian spanish italian german chinese""".split())
+
+
 @dataclass(frozen=True)
 class Utterance:
     """A recommender's utterance with its movies as slots, and the conversation before it."""
@@ -61,12 +71,16 @@ class Utterance:
 
 def is_template(text: str) -> bool:
     """Whether a slotted utterance can be filled with any movie: 1..MAX_SLOTS slots, no digits, no capitalized
-    word (a name) but at the start of a sentence or a common one, 3..40 words, no URL."""
+    word (a name) but at the start of a sentence or a common one, no word that states what we cannot check
+    (a movie's age, source, people, awards or series: "a recent one", "based on the book", "the sequel"),
+    3..40 words, no URL."""
     n = text.count(SLOT)
     if not 1 <= n <= MAX_SLOTS or any(c.isdigit() for c in text) or "http" in text or "@" in text:
         return False
     words = text.replace(SLOT, " ").split()
     if not 3 <= len(text.split()) <= 40:
+        return False
+    if any(w.strip("\"'()[],.!?;:-*").lower() in _UNCHECKABLE for w in words):
         return False
     start = True
     for w in words:
