@@ -165,10 +165,56 @@ def run_conversation_benchmark(engine: Any, config: Any, dataset: str, out: Path
         "seconds": seconds, "ms_per_turn": 1000 * seconds / max(1, len(examples)),
         "published": PUBLISHED.get(dataset, {}),
     }
+    result_["session"] = scripted_session(engine, replier)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"conversation_{dataset}.json", result_)
     atomic_write_text(out / f"conversation_{dataset}.md", _markdown(result_, log, samples))
     return result_
+
+
+#: a session through the service: a vague request, a refinement, feedback, a message that rules something out
+SESSION: tuple[tuple[str, str | int, str], ...] = (
+    ("message", "something good for tonight", ""), ("suggestion", 0, "accepted"), ("movie", 0, "disliked"),
+    ("message", "no horror please, something from the 90s", ""), ("movie", 1, "liked"), ("movie", 0, "seen"),
+)
+
+
+def scripted_session(engine: Any, replier: Any, script: tuple[tuple[str, str | int, str], ...] = SESSION,
+                     ) -> list[dict[str, Any]]:
+    """:data:`SESSION` through the service's API in this process (its own temporary session store): each step
+    (what the person did) with the reply and the first movies."""
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from qamrec.serve.app import create_app
+    from qamrec.serve.store import SQLiteStore
+
+    steps: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, TestClient(create_app(engine, SQLiteStore(Path(tmp) / "s.sqlite3"),
+                                                                     replier=replier)) as c:
+        sid = c.post("/sessions").json()["id"]
+        recs: dict[str, Any] = {}
+        for kind, what, value in script:
+            if kind == "message":
+                did = f"says: {what}"
+                recs = c.post(f"/sessions/{sid}/messages", json={"text": what, "k": 5}).json()
+            elif kind == "movie":
+                movie = recs["movies"][int(what)]
+                did = f"{value} {movie['title']}" + (f" ({movie['year']})" if movie.get("year") else "")
+                recs = c.post(f"/sessions/{sid}/feedback", json={"movie_id": movie["id"], "value": value,
+                                                                 "k": 5}).json()["recommendations"]
+            else:
+                if not recs.get("suggestions"):
+                    continue
+                sugg = recs["suggestions"][int(what)]
+                did = f"{value} the suggestion “{sugg['label']}”"
+                recs = c.post(f"/sessions/{sid}/feedback", json={"suggestion_id": sugg["id"], "value": value,
+                                                                 "k": 5}).json()["recommendations"]
+            steps.append({"person": did, "reply": recs.get("reply", ""),
+                          "movies": [m["title"] for m in recs.get("movies", [])],
+                          "suggestions": [x["label"] for x in recs.get("suggestions", [])]})
+    return steps
 
 
 def _markdown(r: dict[str, Any], log: list[dict[str, Any]], samples: int) -> str:
@@ -204,6 +250,15 @@ def _markdown(r: dict[str, Any], log: list[dict[str, Any]], samples: int) -> str
     if f["failures"]:
         lines += ["Claims the catalog did not confirm (first 20): "
                   + "; ".join(json.dumps(c) for c in f["failures"]), ""]
+    if r.get("session"):
+        lines += ["## A session through the service", "",
+                  "A scripted session against the API in this process (`POST /sessions/{id}/messages` and "
+                  "`/feedback`, k = 5): what the person did, the reply, the movies shown.", ""]
+        for st in r["session"]:
+            lines += [f"- **person** {st['person']}", f"  - **qamrec:** {st['reply']}",
+                      f"  - shown: {'; '.join(st['movies'])}"
+                      + (f" · suggestions: {' | '.join(st['suggestions'])}" if st["suggestions"] else "")]
+        lines.append("")
     lines += ["## Sample conversations", "",
               "Each turn: the conversation so far is the dataset's; *gold* is what the human recommender said, "
               "*ours* what our system answers at that point.", ""]
