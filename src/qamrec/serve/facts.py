@@ -9,7 +9,7 @@ Soderbergh", "another heist film with George Clooney").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -128,7 +128,3 @@ class CatalogFacts:
             bg = {genre_key(g) for g in b.genres}
             out += [("genre", g, o) for g in a.genres if genre_key(g) in bg]
         return out
-
-    @staticmethod
-    def claims(movie: int, facts: Sequence[tuple[str, str]]) -> list[Claim]:
-        return [Claim(movie, f, v) for f, v in facts]  # type: ignore[arg-type]

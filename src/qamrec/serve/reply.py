@@ -171,11 +171,12 @@ class ReplyBuilder:
 
     @classmethod
     def minimal(cls, engine: Any) -> ReplyBuilder:
-        """A builder from the engine's own facts (titles, years, genres and people) and no retrieved templates."""
+        """A builder from the engine's own facts (titles, years and genres: its people do not say who directed
+        and who acted) and no retrieved templates: every reply uses :data:`FALLBACK_TEMPLATES`."""
         import polars as pl
 
         rows = [{"movie_id": m, "title": i["title"], "year": i["year"], "genres": list(i["genres"]),
-                 "director": [], "cast": list(engine.people.get(m, []))[:0], "plot": None}
+                 "director": [], "cast": [], "plot": None}
                 for m, i in engine.info.items()]
         schema = {"movie_id": pl.Int64, "title": pl.String, "year": pl.Int32, "genres": pl.List(pl.String),
                   "director": pl.List(pl.String), "cast": pl.List(pl.String), "plot": pl.String}
