@@ -76,7 +76,8 @@ def join_names(names: Sequence[str]) -> str:
 
 def phrase_words(words: Sequence[tuple[str, str]]) -> str:
     """A refinement's (label, kind) words as a noun phrase: [("1990s", "decade"), ("crime", "genre"),
-    ("Keanu Reeves", "starring")] -> "90s crime film with Keanu Reeves"."""
+    ("Keanu Reeves", "starring")] -> "90s crime film with Keanu Reeves". MovieLens tags and KG subjects (free
+    words: "tom hanks", "based on a book") are named only when nothing else is: "something tagged “heist”"."""
     decade = [w for w, k in words if k == "decade"]
     genres = [w for w, k in words if k == "genre"]
     tags = [w for w, k in words if k in ("tag", "subject")]
@@ -92,9 +93,8 @@ def phrase_words(words: Sequence[tuple[str, str]]) -> str:
         core = "film"
     phrase = (head + core).strip()
     extra = []
-    if tags:
-        extra.append(f"{'about' if len(tags[0].split()) > 1 else 'with a'} {tags[0].lower()} "
-                     f"{'' if len(tags[0].split()) > 1 else 'feel'}".strip())
+    if tags and not (genres or decade or stars or directors or writers):  # a tag alone: named as such
+        extra.append(f"tagged “{tags[0].lower()}”")
     if stars:
         extra.append(f"with {join_names(stars)}")
     if directors:

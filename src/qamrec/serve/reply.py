@@ -44,8 +44,8 @@ GREETINGS = ("Hi! What kind of movies do you like?", "Hello! What type of movies
 #: genre names as a reply says them
 _SAY_GENRE = {"children": "family", "film-noir": "film noir", "sci-fi": "sci-fi", "imax": ""}
 _WORD = re.compile(r"[a-z']+")
-_QUESTION = re.compile(r"^\W*(?:\w+\W+)?(?:have|has|do|did|does|how|what|would|are|is|can|could|ever|any|wanna|want)\b",
-                       re.IGNORECASE)
+_QUESTION = re.compile(r"^\W*(?:(?:so|okay|ok|hmm|well|oh|and|or|then|also|but|hey)\W+)?"
+                       r"(?:have|has|do|did|does|how|what|would|are|is|can|could|ever|any|wanna|want)\b", re.IGNORECASE)
 
 
 def _opening(template: str) -> str:
@@ -299,12 +299,17 @@ class ReplyBuilder:
         return flat or (few and not understood)
 
     def _question(self, suggestions: Sequence[Any], seed: str, heard: str) -> str | None:
-        phrases = []
+        phrases: list[str] = []
+        taken: list[set[str]] = []
         for s in suggestions:
             words = list(getattr(s, "labels", None) or s.get("words", ()))
+            key = {w.lower() for w in words}
+            if any(key <= t or t <= key for t in taken):  # one within the other: no real choice
+                continue
             p = phrase_words([(w, self.kinds.get(w.lower(), "tag")) for w in words])
             if p and p not in phrases and p not in ("something", "film"):
                 phrases.append(p)
+                taken.append(key)
             if len(phrases) == 2:
                 break
         if len(phrases) < 2:
@@ -357,7 +362,8 @@ class ReplyBuilder:
         for c, p in zip(named, pieces[1:]):
             parts += [c, p]
         if not template.rstrip().endswith((".", "!", "?")):  # end the sentence before the next one
-            parts.append("?" if _QUESTION.match(template) or "have you" in template.lower() else ".")
+            ask = _QUESTION.match(template.replace(SLOT, "X")) or "have you" in template.lower()
+            parts.append("?" if ask else ".")
         out.add(*parts)
         claims += filled[1]
         context = list(dict.fromkeys([*context_movies, *conv.liked]))
