@@ -48,6 +48,13 @@ _QUESTION = re.compile(r"^\W*(?:(?:so|okay|ok|hmm|well|oh|and|or|then|also|but|h
                        r"(?:have|has|do|did|does|how|what|would|are|is|can|could|ever|any|wanna|want)\b", re.IGNORECASE)
 
 
+def _article(phrase: str) -> str:
+    """"90s crime film" -> "a 90s crime film", "80s film" -> "an 80s film"; "something ..." stays."""
+    if phrase.startswith("something"):
+        return phrase
+    return ("an " if phrase[:1].lower() in "aeiou8" or phrase.startswith("11") else "a ") + phrase
+
+
 def _opening(template: str) -> str:
     """A template's first five words, lower case: templates that open alike count as one."""
     return " ".join(_WORD.findall(template.lower().replace(SLOT, " movie "))[:5])
@@ -145,6 +152,8 @@ class ReplyBuilder:
         """The builder of a loaded :class:`~qamrec.serve.engine.Engine`: the utterances of ReDial's and
         INSPIRED's training dialogues present in the data home (less those ``exclude(dialogue id)`` names), their
         contexts embedded with the run's text model (cached), and the catalog cards of the engine's movies."""
+        import polars as pl
+
         from qamrec.data.prepare import load_table
         from qamrec.features.pipeline import text_function
         from qamrec.serve.reply_index import inspired_dialogues, redial_dialogues, utterances
@@ -162,8 +171,6 @@ class ReplyBuilder:
         encode = text_function(config)
         index = ReplyIndex.build(items, encode, Path(config.cache_dir) / "replies", getattr(encode, "model_name", ""))
         movies = load_table(config.prepared_dir, "catalog", "movies")
-        import polars as pl
-
         movies = movies.filter(pl.col("movie_id").is_in(list(engine.info)))
         facts = CatalogFacts(movies, {m: i["title"] for m, i in engine.info.items()})
         kinds = {lab.lower(): k for lab, k in zip(engine.words.labels, engine.words.kinds)}
@@ -314,12 +321,9 @@ class ReplyBuilder:
                 break
         if len(phrases) < 2:
             return None
-        a, b = phrases
-        art = "an" if a[:1].lower() in "aeiou8" else "a"
-        return pick((f"More of {art} {a}, or {b if b.startswith(('something', 'film')) else 'a ' + b}?",
-                     f"Are you in the mood for {art} {a}, or rather {'a ' if not b.startswith('something') else ''}{b}?",
-                     f"To narrow it down: {art} {a}, or {'a ' if not b.startswith('something') else ''}{b}?"),
-                    seed, heard)
+        a, b = (_article(p) for p in phrases)
+        return pick((f"More of {a}, or {b}?", f"Are you in the mood for {a}, or rather {b}?",
+                     f"To narrow it down: {a}, or {b}?"), seed, heard)
 
     # ------------------------------------------------------------------ the reply
     def reply(self, movies: Sequence[dict[str, Any]], conv: Conversation, event: Event,
