@@ -42,7 +42,7 @@ def prepared_home(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 #: settings of the small trained model the service tests share (a light graph: no MovieLens users)
-SMALL_RUN_SETTINGS = ["graph.ratings=", "train.epochs=2", "train.patience=2"]
+SMALL_RUN_SETTINGS = ["graph.ratings=", "train.epochs=2", "train.patience=2", "serve.reply_templates=3000"]
 
 
 @pytest.fixture(scope="session")

@@ -72,26 +72,63 @@ def test_conversation_feedback_and_restart(small_engine, tmp_path: Path):
         sid = c.post("/sessions").json()["id"]
         first = c.post(f"/sessions/{sid}/messages", json={"text": "I want a scary movie", "k": 10}).json()
         assert len(first["movies"]) == 10 and first["suggestions"]
+        titles = {m["id"]: m["title"] for m in first["movies"]}
+        assert first["reply"] and any(t in first["reply"] for t in titles.values())  # it names a movie it shows
         top = first["movies"][0]["id"]
         ack = c.post(f"/sessions/{sid}/feedback", json={"movie_id": top, "value": "disliked"})
         assert ack.status_code == 200
         after = ack.json()["recommendations"]
         assert top not in [m["id"] for m in after["movies"]]  # a disliked movie is never shown again
+        assert after["reply"].startswith(("Got it, not", "Okay, no more like", "Fair enough,"))
+        assert titles[top] in after["reply"]  # the dislike is acknowledged, by name
         sug = after["suggestions"][0]
         acc = c.post(f"/sessions/{sid}/feedback", json={"suggestion_id": sug["id"], "value": "accepted"}).json()
         assert all(w in acc["recommendations"]["query"] for w in sug["words"])  # accepted words join the query
         assert acc["recommendations"]["movies"] != after["movies"]
+        assert acc["recommendations"]["reply"]
         second = c.post(f"/sessions/{sid}/messages", json={"text": "something from the 1980s"}).json()
         rows = SQLiteStore(db).count("feedback")
         assert rows == 2
+        replies = [first["reply"], after["reply"], acc["recommendations"]["reply"], second["reply"]]
+        assert len(set(replies)) == 4  # never the same words twice
     # a restart of the app on the same file loses nothing
     with TestClient(create_app(small_engine, SQLiteStore(db))) as c:
         s = c.get(f"/sessions/{sid}").json()
-        assert [m["text"] for m in s["messages"]] == ["I want a scary movie", "something from the 1980s"]
-        assert [f["value"] for f in s["feedback"]] == ["disliked", "accepted"]
-        assert s["recommendations"]["movies"] == second["movies"]
+        assert [m["text"] for m in s["messages"] if m["role"] == "user"] == ["I want a scary movie",
+                                                                              "something from the 1980s"]
+        # the replies are kept in the history, each after what it answered
+        assert [m["role"] for m in s["messages"]] == ["user", "system", "system", "system", "user", "system"]
+        assert [m["text"] for m in s["messages"] if m["role"] == "system"] == replies
+        assert s["recommendations"]["movies"] == second["movies"] and s["recommendations"]["reply"] == second["reply"]
         again = c.post(f"/sessions/{sid}/messages", json={"text": "and funny"}).json()
         assert top not in [m["id"] for m in again["movies"]]
+        assert again["reply"] and again["reply"] not in replies  # the restarted app remembers what was said
+
+
+def test_reply_is_in_the_openapi_schema(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["Recommendations"]["properties"]["reply"]["type"] == "string"
+    assert "system" in schema["Message"]["properties"]["role"]["enum"]
+    r = client.post("/recommend", json={"query": "a scary movie from the 1980s", "k": 5}).json()
+    assert r["reply"] and any(m["title"] in r["reply"] for m in r["movies"])
+
+
+def test_old_session_store_is_migrated(tmp_path: Path):
+    import sqlite3
+
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as conn:  # the schema before replies existed
+        conn.executescript(
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, created REAL NOT NULL, state TEXT);"
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, text TEXT NOT NULL,"
+            " at REAL NOT NULL);"
+            "INSERT INTO sessions VALUES ('old', 1.0, NULL); INSERT INTO messages (session, text, at) VALUES "
+            "('old', 'a scary movie', 2.0);")
+    store = SQLiteStore(db)
+    store.add_message("old", "How about Scream (1996)?", "system", {"kind": "recommend"})
+    msgs = store.get("old")["messages"]
+    assert [(m["role"], m["text"]) for m in msgs] == [("user", "a scary movie"), ("system", "How about Scream (1996)?")]
+    assert msgs[1]["detail"] == {"kind": "recommend"}
 
 
 def test_api_key_guards_everything_but_health(small_engine, tmp_path: Path):

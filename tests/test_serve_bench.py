@@ -22,3 +22,4 @@ def test_inprocess_times_the_parse(small_run: Path, prepared_home: Path, small_r
     assert r["parse_ratio_p50"] > 0
     md = serve_table(r)  # no service numbers: the in-process rows alone
     assert "without the parse" in md and "HTTP" not in md
+    assert r["reply_alone_p50_ms"] > 0 and r["replied_p50_ms"] > 0 and "the reply adds" in md

@@ -153,9 +153,12 @@ def test_sql_metacharacters_are_stored_and_returned_verbatim(client: TestClient)
     movie = first["movies"][0]["id"]
     assert client.post(f"/sessions/{sid}/feedback", json={"movie_id": movie, "value": "seen"}).status_code == 200
     state = client.get(f"/sessions/{sid}").json()
-    assert [m["text"] for m in state["messages"]] == [*SQL, "x"]
+    assert [m["text"] for m in state["messages"] if m["role"] == "user"] == [*SQL, "x"]
+    replies = [m["text"] for m in state["messages"] if m["role"] == "system"]
+    assert len(replies) == len(SQL) + 2 and all(replies)  # one per message and one for the feedback
+    assert not any(x in r for r in replies for x in ("DROP TABLE", "UNION SELECT", "\x00"))  # never echoed
     assert [(f["target"], f["value"]) for f in state["feedback"]] == [(f"movie:{movie}", "seen")]
-    assert store.count("sessions") >= 1 and store.count("messages") == len(SQL) + 1  # no table was dropped
+    assert store.count("sessions") >= 1 and store.count("messages") == 2 * (len(SQL) + 1) + 1  # no table dropped
     for text in SQL:
         r = client.post("/recommend", json={"query": text, "k": 2})
         assert r.status_code == 200

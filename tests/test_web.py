@@ -83,6 +83,10 @@ def _movie_ids(driver) -> list[str]:
     return [c.get_attribute("data-movie-id") for c in driver.find_elements(By.CSS_SELECTOR, ".card[data-movie-id]")]
 
 
+def _titles(driver) -> list[str]:
+    return [e.text.strip() for e in driver.find_elements(By.CSS_SELECTOR, ".card .card-title-text") if e.text.strip()]
+
+
 def _answered(driver, before: int) -> bool:
     """A new answer from the service is on the page (or the page shows why not)."""
     return _idle(driver) and (_renders(driver) > before or bool(_page_error(driver)))
@@ -112,6 +116,11 @@ def test_chat_recommend_feedback_and_refine(browser, live_server_url: str, tmp_p
     assert not _page_error(driver), f"the page shows an error: {_page_error(driver)!r}"
     bubbles = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#messages .bubble-user .bubble-text")]
     assert bubbles == [MESSAGE]
+    # the system answers in words: its chat bubble after the person's, naming the first movie it recommends
+    roles = [b.get_attribute("data-role") for b in driver.find_elements(By.CSS_SELECTOR, "#messages .bubble")]
+    assert roles == ["user", "system"], roles
+    reply = driver.find_element(By.CSS_SELECTOR, "#messages .bubble-system .bubble-text").text.strip()
+    assert reply and any(t in reply for t in _titles(driver)), reply
     assert box.get_attribute("value") == "", "the chat box is cleared after sending"
     cards = driver.find_elements(By.CSS_SELECTOR, ".card[data-movie-id]")
     assert len(cards) >= 5, f"expected at least 5 movie cards, got {len(cards)}"
@@ -139,6 +148,8 @@ def test_chat_recommend_feedback_and_refine(browser, live_server_url: str, tmp_p
     like.click()
     _wait(driver, tmp_path, "the list after a like", lambda d: _answered(d, renders) and _movie_ids(d) != before_ids)
     assert not _page_error(driver), f"the page shows an error: {_page_error(driver)!r}"
+    replies = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#messages .bubble-system .bubble-text")]
+    assert len(replies) == 2 and title in replies[-1], replies  # the like is acknowledged by name
     after_ids = _movie_ids(driver)
     assert after_ids and after_ids != before_ids
     if liked_id in after_ids:  # still recommended: the card shows that it was liked
@@ -162,6 +173,9 @@ def test_chat_recommend_feedback_and_refine(browser, live_server_url: str, tmp_p
     assert driver.execute_script("return window.localStorage.getItem('qamrec.session');") == session_id
     bubbles = driver.find_elements(By.CSS_SELECTOR, "#messages .bubble-user .bubble-text")
     assert [b.get_attribute("textContent").strip() for b in bubbles] == [MESSAGE]
+    resumed = [b.get_attribute("textContent").strip()
+               for b in driver.find_elements(By.CSS_SELECTOR, "#messages .bubble-system .bubble-text")]
+    assert resumed[:2] == replies and len(resumed) == 2 + bool(chips)  # the replies are kept, in order
     assert _movie_ids(driver) == ids_now
 
     # 5. A screenshot of the page with results.

@@ -239,6 +239,9 @@ class ServeConfig(BaseModel):
     index_rank: int = Field(default=160, ge=0, description="width of the int8 first pass over the extended "
                                                            "catalog (its top singular directions; 0: all "
                                                            "columns); the best rows are re-scored exactly")
+    reply_templates: int = Field(default=0, ge=0, description="at most this many recommender utterances in the "
+                                                             "reply index, spread evenly over the dialogues (0: "
+                                                             "all; the tests keep it small)")
     query_cache: int = Field(default=256, ge=0, description="recent query embeddings kept (feedback on a "
                                                             "conversation re-scores the same text; 0: none)")
     threads: int = Field(default=0, ge=0, description="torch threads per process while serving (0: torch's "

@@ -171,7 +171,7 @@ def _check_sessions(db: Path, sessions: dict[str, dict[str, Any]]) -> dict[str, 
         if state is None:
             broken.append(f"{sid}: missing")
             continue
-        texts = [m["text"] for m in state["messages"]]
+        texts = [m["text"] for m in state["messages"] if m.get("role", "user") == "user"]  # replies aside
         fb = [int(f["id"]) for f in state["feedback"]]
         if expected["certain"]:
             certain += 1

@@ -184,6 +184,8 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
             t = time.perf_counter()
             engine.recommend(q, k=10, understand=understand)
             (parsed if understand else unparsed).append((time.perf_counter() - t) * 1000)
+    # the same calls with the reply the service words them with (retrieval, slots, facts), interleaved likewise
+    replied, unreplied, reply_ms = _reply_calls(engine, calls)
     parse_ms = []
     for i in range(min(calls, 100)):
         t = time.perf_counter()
@@ -209,9 +211,35 @@ def _inprocess(engine: Any, movies: Any, text: np.ndarray, calls: int, dtype: st
         "unparsed_p50_ms": round(percentile(unparsed, 50), 2),
         "parse_ratio_p50": round(percentile(parsed, 50) / max(percentile(unparsed, 50), 1e-9), 3),
         "parse_alone_p50_ms": round(percentile(parse_ms, 50), 3),
+        "replied_p50_ms": round(percentile(replied, 50), 2), "replied_p99_ms": round(percentile(replied, 99), 2),
+        "unreplied_p50_ms": round(percentile(unreplied, 50), 2),
+        "reply_added_p50_ms": round(percentile(replied, 50) - percentile(unreplied, 50), 3),
+        "reply_alone_p50_ms": round(percentile(reply_ms, 50), 3),
         "query_encoding_p50_ms": round(percentile(enc["served"], 50), 2),
         "query_encoding_plain_p50_ms": round(percentile(enc["plain"], 50), 2),
     }
+
+
+def _reply_calls(engine: Any, calls: int) -> tuple[list[float], list[float], list[float]]:
+    """Latencies (ms) of ``recommend`` followed by the service's reply, of ``recommend`` alone (the two
+    interleaved, each query both ways, in turn first), and of the reply alone."""
+    from qamrec.serve.conversation import Conversation, Event
+
+    replier = engine.replier()  # built once, as the service builds it at start-up
+    replied, unreplied, alone = [], [], []
+    for i in range(calls):
+        q = QUERIES[i % len(QUERIES)]
+        for with_reply in ((True, False) if i % 2 else (False, True)):
+            t = time.perf_counter()
+            res = engine.recommend(q, k=10)
+            if with_reply:
+                t1 = time.perf_counter()
+                u = res.understood
+                replier.reply(res.movies, Conversation(messages=[q], seed=str(i)), Event("message", q),
+                              res.query_vector, u, res.suggestions, [m for m, _ in u.anchors] if u else [])
+                alone.append((time.perf_counter() - t1) * 1000)
+            (replied if with_reply else unreplied).append((time.perf_counter() - t) * 1000)
+    return replied, unreplied, alone
 
 
 def encoder_backend(encoder: Any) -> str:
@@ -297,6 +325,14 @@ def serve_table(r: dict[str, Any]) -> str:
             f"| the same calls without the parse; with it they take {r['parse_ratio_p50']}x | {r['unparsed_p50_ms']} "
             "| - | - | - | - |",
             f"| the parse alone | {r['parse_alone_p50_ms']} | - | - | - | - |",
+        ]
+    if "replied_p50_ms" in r:
+        rows += [
+            f"| recommend in-process with the reply (retrieved template, slots, catalog facts) | "
+            f"{r['replied_p50_ms']} | - | {r['replied_p99_ms']} | - | - |",
+            f"| the same calls without the reply; the reply adds {r['reply_added_p50_ms']} ms at p50 | "
+            f"{r['unreplied_p50_ms']} | - | - | - | - |",
+            f"| the reply alone | {r['reply_alone_p50_ms']} | - | - | - | - |",
         ]
     if "service_p50_ms" not in r:
         return "\n".join(rows) + "\n"

@@ -311,3 +311,34 @@ def benchmark_graph_probe(
     md = probe_markdown(r, f"Graph probe: {dataset}, {on} examples of `{run.name}`")
     atomic_write_text(out / f"graph_probe_{dataset}.md", md)
     console.print(md, markup=False, highlight=False)
+
+
+@benchmark_app.command("conversation")
+def benchmark_conversation(
+    dataset: Annotated[str, typer.Option(help="redial or inspired (its validation file)")] = "redial",
+    run: Annotated[Optional[Path], typer.Option(help="trained run directory of that dataset (default: the demo's)")]
+    = None,
+    out: Annotated[Path, typer.Option(help="folder for conversation_<dataset>.md and .json")] = Path("docs/results"),
+    limit: Annotated[int, typer.Option(min=0, help="only the first N recommender turns (0: all)")] = 0,
+) -> None:
+    """Our replies on each recommender turn of the validation file (UniCRS protocol): BLEU-2/3, ROUGE-2/L,
+    Distinct-2/3/4, item ratio beside MSCRS's Table 3; faithfulness of the stated facts; repetition."""
+    from qamrec.eval.conversation import run_conversation_benchmark
+
+    if dataset not in ("redial", "inspired"):
+        raise QamrecError(f"--dataset {dataset!r}: use redial or inspired")
+    engine = load_run_engine(run)
+    if engine.dataset != dataset:
+        raise QamrecError(f"{run_or_default(run)} is a {engine.dataset} run: give --run a {dataset} run")
+    with progress() as bar:
+        task = bar.add_task("turns", total=None)
+        r = run_conversation_benchmark(engine, engine.config or cfg(), dataset, out, limit=limit,
+                                       progress=lambda i, n: bar.update(task, completed=i, total=n))
+    m = r["metrics"]
+    console.print(f"BLEU-2 {m['bleu@2']:.3f}  BLEU-3 {m['bleu@3']:.3f}  ROUGE-2 {m['rouge@2']:.3f}  "
+                  f"ROUGE-L {m['rouge@L']:.3f}  Distinct-2/3/4 {m['dist@2']:.3f} / {m['dist@3']:.3f} / "
+                  f"{m['dist@4']:.3f}  item ratio {m['item_ratio']:.3f} (on recommending turns "
+                  f"{r['item_ratio_on_recommending_turns']:.3f}); faithfulness {r['faithfulness']['rate']:.4f} over "
+                  f"{r['faithfulness']['checked']:,} facts; repeated replies {r['repeated_replies']:.4f}",
+                  highlight=False)
+    console.print(f"wrote {out / f'conversation_{dataset}.md'} and .json")

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from qamrec.cli.bench import bench_app
+from qamrec.cli.chat import chat
 from qamrec.cli.common import State, err_console
 from qamrec.cli.data import data_app
 from qamrec.cli.demo import demo
@@ -27,7 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(graph_app, name="graph")
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(bench_app, name="bench")
-for command in (train, evaluate, recommend, serve, demo):  # in this order in `qamrec --help`
+for command in (train, evaluate, recommend, chat, serve, demo):  # in this order in `qamrec --help`
     app.command()(command)
 
 

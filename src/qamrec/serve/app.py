@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from qamrec.config import ServeConfig
 from qamrec.models.query import context_text
+from qamrec.serve.conversation import Conversation, Event
 from qamrec.serve.engine import Engine, Feedback, Result, UnknownTitleError
 from qamrec.serve.limits import AccessGuard, AdmissionLimit, BodyLimit
 from qamrec.serve.schemas import (
@@ -38,6 +39,7 @@ from qamrec.serve.schemas import (
     SessionCreated,
     SessionState,
 )
+from qamrec.serve.reply import Reply, ReplyBuilder
 from qamrec.serve.store import SessionStore
 
 __all__ = ["create_app", "load_engine", "app_from_env", "WEB_DIR", "PLACEHOLDER_SVG", "RUN_ENV", "SET_ENV",
@@ -58,7 +60,7 @@ SessionId = Annotated[str, PathParam(pattern=SESSION_ID_PATTERN, max_length=64, 
 
 
 def _recommendations(engine: Engine, result: Result, resolved: dict[str, int] | None = None, round_: int = 0,
-                     suggestion_ids: list[int] | None = None) -> Recommendations:
+                     suggestion_ids: list[int] | None = None, reply: Reply | None = None) -> Recommendations:
     movies = [Movie(**{k: v for k, v in m.items() if k != "has_poster"},
                     poster_url=f"/posters/{m['id']}" if m.get("has_poster") else None) for m in result.movies]
     ids = suggestion_ids or list(range(len(result.suggestions)))
@@ -67,7 +69,15 @@ def _recommendations(engine: Engine, result: Result, resolved: dict[str, int] | 
         modality_weights=result.modality_weights,
         understood=result.understood.as_dict() if result.understood is not None else None,
         suggestions=[{"id": i, "words": list(s.labels), "label": s.label} for i, s in zip(ids, result.suggestions)],
+        reply=reply.text if reply is not None else "",
     )
+
+
+def _reply(replier: ReplyBuilder, result: Result, conv: Conversation, event: Event) -> Reply:
+    """The system's words for ``result``, answering ``event`` in ``conv``."""
+    u = result.understood
+    context = [m for m, _ in u.anchors] if u is not None else []
+    return replier.reply(result.movies, conv, event, result.query_vector, u, result.suggestions, context)
 
 
 def _session_feedback(state: dict[str, Any]) -> Feedback:
@@ -81,9 +91,12 @@ def _session_feedback(state: dict[str, Any]) -> Feedback:
     return fb
 
 
-def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None = None) -> FastAPI:
-    """The service over a loaded ``engine`` and a session ``store``."""
+def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None = None,
+               replier: ReplyBuilder | None = None) -> FastAPI:
+    """The service over a loaded ``engine`` and a session ``store``; ``replier`` words the answers (default:
+    :meth:`Engine.replier`, built now so that the first request does not wait for it)."""
     settings = settings or ServeConfig()
+    replier = replier or engine.replier()
     app = FastAPI(title="qamrec", version="0.1.0", responses=ERROR_RESPONSES,
                   description="Query-aware, multi-modal movie recommendation on a heterogeneous graph.")
     app.state.engine, app.state.store = engine, store
@@ -118,13 +131,15 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
         if len(sid) > 64 or not store.exists(sid):
             raise HTTPException(404, f"unknown session {sid[:64]!r}")
 
-    def respond(sid: str, k: int) -> Recommendations:
+    def respond(sid: str, k: int, event: Event) -> Recommendations:
         state = session_or_404(sid)
-        text = context_text([m["text"] for m in state["messages"]])
-        result = engine.recommend(text, _session_feedback(state), k=k)
-        round_ = len(state["messages"]) + len(state["feedback"])
+        said = [m["text"] for m in state["messages"] if m.get("role", "user") == "user"]
+        result = engine.recommend(context_text(said), _session_feedback(state), k=k)
+        round_ = len(said) + len(state["feedback"])
         ids = store.add_suggestions(sid, round_, [list(s.labels) for s in result.suggestions])
-        rec = _recommendations(engine, result, round_=round_, suggestion_ids=ids)
+        reply = _reply(replier, result, Conversation.from_session(state), event)
+        store.add_message(sid, reply.text, "system", reply.detail())
+        rec = _recommendations(engine, result, round_=round_, suggestion_ids=ids, reply=reply)
         store.set_state(sid, rec.model_dump())
         return rec
 
@@ -138,7 +153,9 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
         resolved = {t: engine.resolve(t) for t in [*req.liked, *req.disliked]}
         fb = Feedback(disliked=[resolved[t] for t in req.disliked])
         result = engine.recommend(req.query, fb, k=req.k, anchors=[resolved[t] for t in req.liked])
-        return _recommendations(engine, result, resolved)
+        conv = Conversation(messages=[req.query], liked=[resolved[t] for t in req.liked])
+        return _recommendations(engine, result, resolved,
+                                reply=_reply(replier, result, conv, Event("message", req.query)))
 
     @app.post("/sessions", response_model=SessionCreated, status_code=201)
     def new_session() -> SessionCreated:
@@ -147,16 +164,18 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
     @app.get("/sessions/{sid}", response_model=SessionState)
     def get_session(sid: SessionId) -> SessionState:
         s = session_or_404(sid)
-        return SessionState(id=s["id"], created=s["created"], messages=s["messages"],
+        return SessionState(id=s["id"], created=s["created"],
+                            messages=[{k: v for k, v in m.items() if k != "detail"} for m in s["messages"]],
                             feedback=[{k: v for k, v in f.items() if k != "detail"} for f in s["feedback"]],
                             recommendations=s["state"])
 
     @app.post("/sessions/{sid}/messages", response_model=Recommendations)
     def message(sid: SessionId, req: MessageRequest) -> Recommendations:
-        """Add a message; recommendations for the whole conversation so far."""
+        """Add a message; recommendations for the whole conversation so far, and the system's ``reply`` (also
+        kept in the session's messages, role ``system``)."""
         require_session(sid)
         store.add_message(sid, req.text)
-        return respond(sid, req.k)
+        return respond(sid, req.k, Event("message", req.text))
 
     @app.post("/sessions/{sid}/feedback", response_model=FeedbackAck)
     def feedback(sid: SessionId, req: FeedbackRequest) -> FeedbackAck:
@@ -166,12 +185,14 @@ def create_app(engine: Engine, store: SessionStore, settings: ServeConfig | None
             if engine.movie(req.movie_id) is None:
                 raise HTTPException(404, f"unknown movie {req.movie_id}")
             row = store.add_feedback(sid, f"movie:{req.movie_id}", req.value)
+            event = Event("movie", movie=req.movie_id, value=req.value)
         else:
             words = store.suggestion(sid, req.suggestion_id)
             if words is None:
                 raise HTTPException(404, f"unknown suggestion {req.suggestion_id} in this session")
             row = store.add_feedback(sid, f"suggestion:{req.suggestion_id}", req.value, words)
-        return FeedbackAck(id=row, recommendations=respond(sid, req.k))
+            event = Event("suggestion", value=req.value, words=tuple(words))
+        return FeedbackAck(id=row, recommendations=respond(sid, req.k, event))
 
     @app.get("/movies/{movie_id}", response_model=Movie)
     def movie(movie_id: int) -> Movie:

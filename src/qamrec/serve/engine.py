@@ -65,6 +65,8 @@ class Result:
     modality_weights: dict[str, float] | None = None
     #: what the request's words said (titles, kinds of movies, years, people); None when not parsed
     understood: Understanding | None = None
+    #: the text embedding of the query as the encoder read it [dim] (what a reply's templates are retrieved by)
+    query_vector: np.ndarray | None = None
 
 
 class Engine:
@@ -133,6 +135,10 @@ class Engine:
         self._facts: MovieFacts | None = None  # built on the first request (extend_catalog drops them)
         self._parser: RequestParser | None = None
         self._tag_concepts: tuple[Concept, ...] | None = None
+        #: the configuration it was loaded with (:meth:`from_run`): where the reply index's dialogues are
+        self.config: Config | None = None
+        self._replier: Any = None
+        self._replier_lock = threading.Lock()
 
     # ----------------------------------------------------------------- construction helpers
     def _node_labels(self) -> list[tuple[str, str]]:
@@ -194,8 +200,22 @@ class Engine:
             update={"text_model": saved.get("features", {}).get("text_model", config.features.text_model)})})
         # one query at a time: through ONNX Runtime (or the traced copy where that fails)
         enc = OnnxTextEncoder(text_encoder(run_cfg), config.cache_dir, threads=config.serve.threads)
-        return cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
-                   name=f"{saved.get('dataset', '?')}:{run.name}")
+        engine = cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
+                     name=f"{saved.get('dataset', '?')}:{run.name}")
+        engine.config = run_cfg
+        return engine
+
+    def replier(self) -> Any:
+        """The :class:`~qamrec.serve.reply.ReplyBuilder` that words this engine's answers, built once: from the
+        data home's dialogues when the engine was loaded with :meth:`from_run`, else from the engine's own
+        catalog facts and no templates."""
+        from qamrec.serve.reply import ReplyBuilder
+
+        with self._replier_lock:
+            if self._replier is None:
+                self._replier = (ReplyBuilder.for_engine(self, self.config) if self.config is not None
+                                 else ReplyBuilder.minimal(self))
+            return self._replier
 
     @torch.no_grad()
     def extend_catalog(self, movies: pl.DataFrame, text: np.ndarray, dtype: str = "int8", rank: int = 160) -> int:
@@ -438,7 +458,7 @@ class Engine:
         ex_words = {self.words.index[w.lower()] for ws in fb.accepted + fb.rejected for w in ws
                     if w.lower() in self.words.index}
         sugg = suggest(self.words, final[:n_c].numpy(), n=n_sugg, exclude_words=ex_words) if n_sugg else []
-        return Result(full, movies, attended, sugg, per_query, u)
+        return Result(full, movies, attended, sugg, per_query, u, np.asarray(qb.text[0], dtype=np.float32))
 
     # ----------------------------------------------------------------- the modality gate (model.modality_gate)
     #: graph candidates (those with the best scores before the gate) whose scores get the modality gate's term

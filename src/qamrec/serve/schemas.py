@@ -141,6 +141,12 @@ class Recommendations(BaseModel):
     understood: Understood | None = Field(
         default=None, description="what the request's words were understood to say (titles, kinds of movies, "
                                   "years, people) and how that shaped the list; null when it was not parsed")
+    reply: str = Field(
+        default="", description="the system's answer in words: an acknowledgement of the message or feedback, a "
+                                "recommendation with reasons taken from the catalog (every fact checked), or a "
+                                "clarifying question when the request is vague",
+        examples=["Got it, no more horror. How about Heat (1995)? It's directed by Michael Mann and stars Al Pacino "
+                  "and Robert De Niro."])
 
 
 class SessionCreated(BaseModel):
@@ -181,7 +187,9 @@ class FeedbackAck(BaseModel):
 
 
 class Message(BaseModel):
-    role: Literal["user"]
+    """A message of the conversation: the person's (``user``) or the system's reply (``system``)."""
+
+    role: Literal["user", "system"]
     text: str
     at: float
 

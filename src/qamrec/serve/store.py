@@ -25,7 +25,7 @@ __all__ = ["SessionStore", "SQLiteStore", "open_store"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, created REAL NOT NULL, state TEXT);
 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL REFERENCES sessions(id),
-    text TEXT NOT NULL, at REAL NOT NULL);
+    text TEXT NOT NULL, at REAL NOT NULL, role TEXT NOT NULL DEFAULT 'user', detail TEXT);
 CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL REFERENCES sessions(id),
     target TEXT NOT NULL, value TEXT NOT NULL, detail TEXT, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS suggestions (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL REFERENCES sessions(id),
@@ -37,7 +37,8 @@ CREATE INDEX IF NOT EXISTS suggestions_session ON suggestions(session, id);
 
 
 class SessionStore(ABC):
-    """Sessions, their messages, feedback, suggested refinements and last response."""
+    """Sessions, their messages (the person's and the system's replies), feedback, suggested refinements and last
+    response."""
 
     @abstractmethod
     def create(self) -> str:
@@ -47,7 +48,9 @@ class SessionStore(ABC):
     def exists(self, session: str) -> bool: ...
 
     @abstractmethod
-    def add_message(self, session: str, text: str) -> int: ...
+    def add_message(self, session: str, text: str, role: str = "user", detail: Any = None) -> int:
+        """Store a message of the person (``role="user"``) or a reply of the system (``"system"``, with its
+        ``detail``: JSON the next replies read)."""
 
     @abstractmethod
     def add_feedback(self, session: str, target: str, value: str, detail: Any = None) -> int:
@@ -81,6 +84,16 @@ class SQLiteStore(SessionStore):
         self.timeout = timeout
         self._local = threading.local()
         self._conn().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written before replies existed up to date (its messages are the person's)."""
+        with self._tx() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(messages)")}
+            if "role" not in cols:
+                db.execute("ALTER TABLE messages ADD COLUMN role TEXT NOT NULL DEFAULT 'user'")
+            if "detail" not in cols:
+                db.execute("ALTER TABLE messages ADD COLUMN detail TEXT")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -117,10 +130,13 @@ class SQLiteStore(SessionStore):
     def exists(self, session: str) -> bool:
         return self._conn().execute("SELECT 1 FROM sessions WHERE id = ?", (session,)).fetchone() is not None
 
-    def add_message(self, session: str, text: str) -> int:
+    def add_message(self, session: str, text: str, role: str = "user", detail: Any = None) -> int:
+        if role not in ("user", "system"):
+            raise ValueError(f"unknown role {role!r}")
         with self._tx() as db:
-            return int(db.execute("INSERT INTO messages (session, text, at) VALUES (?, ?, ?)",
-                                  (session, text, time.time())).lastrowid)
+            return int(db.execute("INSERT INTO messages (session, text, at, role, detail) VALUES (?, ?, ?, ?, ?)",
+                                  (session, text, time.time(), role,
+                                   None if detail is None else json.dumps(detail))).lastrowid)
 
     def add_feedback(self, session: str, target: str, value: str, detail: Any = None) -> int:
         with self._tx() as db:
@@ -146,8 +162,9 @@ class SQLiteStore(SessionStore):
         row = db.execute("SELECT created, state FROM sessions WHERE id = ?", (session,)).fetchone()
         if row is None:
             return None
-        messages = [{"role": "user", "text": t, "at": at} for t, at in
-                    db.execute("SELECT text, at FROM messages WHERE session = ? ORDER BY id", (session,))]
+        messages = [{"role": r, "text": t, "at": at, "detail": json.loads(d) if d else None} for t, at, r, d in
+                    db.execute("SELECT text, at, role, detail FROM messages WHERE session = ? ORDER BY id",
+                               (session,))]
         feedback = [{"id": i, "target": tg, "value": v, "detail": json.loads(d) if d else None, "at": at}
                     for i, tg, v, d, at in db.execute(
                         "SELECT id, target, value, detail, at FROM feedback WHERE session = ? ORDER BY id",

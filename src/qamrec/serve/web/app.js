@@ -160,8 +160,10 @@
     return n + (n === 1 ? " movie" : " movies") + round;
   }
 
-  function addMessage(text, at) {
-    var li = el("li", "bubble bubble-user");
+  // role: "user" (the person, on the right) or "system" (the recommender's reply, on the left)
+  function addMessage(text, at, role) {
+    var li = el("li", role === "system" ? "bubble bubble-system" : "bubble bubble-user");
+    li.setAttribute("data-role", role === "system" ? "system" : "user");
     li.appendChild(el("p", "bubble-text", text));
     if (at) {
       var d = new Date(at * 1000);
@@ -414,6 +416,11 @@
     els.understood.hidden = !summary;
   }
 
+  // The system's answer in words, as its chat bubble.
+  function addReply(recs) {
+    if (recs && recs.reply) addMessage(recs.reply, Date.now() / 1000, "system");
+  }
+
   function noteResolved(recs) {
     var resolved = recs && recs.resolved;
     if (!resolved) return;
@@ -469,6 +476,7 @@
       setBusy(false);
       renderRecs(recs, true);
       noteResolved(recs);
+      addReply(recs);
     }, function (err) {
       setBusy(false);
       // Not stored by the server: take the bubble back and give the text back for another try.
@@ -487,7 +495,9 @@
     setBusy(true, label);
     return api("POST", "sessions/" + encodeURIComponent(state.sessionId) + "/feedback", body).then(function (data) {
       setBusy(false);
-      renderRecs(asRecommendations(data), true);
+      var recs = asRecommendations(data);
+      renderRecs(recs, true);
+      addReply(recs);
     }, function (err) {
       setBusy(false);
       renderRecs(state.recs);
@@ -550,7 +560,9 @@
     setBusy(true, "Resuming…");
     api("GET", "sessions/" + encodeURIComponent(id)).then(function (s) {
       state.sessionId = s.id || id;
-      (s.messages || []).forEach(function (m) { if (m.role === "user") addMessage(m.text, m.at); });
+      (s.messages || []).forEach(function (m) {
+        if (m.role === "user" || m.role === "system") addMessage(m.text, m.at, m.role);
+      });
       (s.feedback || []).forEach(function (f) {
         var match = /^movie:(\d+)$/.exec(f.target || "");
         if (match && (f.value === "liked" || f.value === "disliked")) state.votes[Number(match[1])] = f.value;
