@@ -14,7 +14,7 @@ from qamrec.eval.graph_probe import _entropy, _pooling, _without, probe_markdown
 from qamrec.eval.protocol import CRSExample
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import Query
-from tests.test_models import fake_text, tiny_graph
+from tests.test_models import _with_text_knn, fake_text, tiny_graph
 
 ITEMS = [900, 901, 902, 903, 904]
 
@@ -93,7 +93,6 @@ def test_answers_scored_as_new_movies():
     """The 'graph' row ranks each answer as the protocol does; the new-movie rows score it from its text alone."""
     from qamrec.eval.evaluate import evaluate
     from qamrec.eval.graph_probe import _as_new_movie
-    from qamrec.graph.build import knn_edges
     from qamrec.models.qamrec import example_query
 
     m = _model()
@@ -104,8 +103,7 @@ def test_answers_scored_as_new_movies():
     assert all(0 <= r[k][f"recall@{n}"] <= 1 for k in ("isolated", "inductive") for n in (1, 2))
     # without a text kNN relation the inductive representation is the isolated one
     assert r["inductive"] == r["isolated"]
-    g = tiny_graph()
-    g.data["movie", "text_knn", "movie"].edge_index = knn_edges(g.data["movie"].x_text, 2)
+    g = _with_text_knn(tiny_graph())
     m2 = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TrainConfig(), fake_text, seed=0)
     m2._setup(g)
     m2.net.eval()

@@ -74,14 +74,21 @@ def test_gat_encoder_shapes_and_gradients():
     assert x["entity"].grad.abs().sum() > 0
 
 
-def test_gat_encoder_permutation_equivariant():
-    graph = tiny_graph()
+def _eval_encoder(graph: Graph) -> tuple[GATEncoder, dict[str, torch.Tensor], dict]:
+    """A seeded 2-layer encoder in eval mode over ``graph``, random inputs and the graph's edge attributes."""
     d = graph.data
     torch.manual_seed(0)
     enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
                      edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1}).eval()
     x = {t: torch.randn(int(d[t].num_nodes), 8) for t in d.node_types}
     ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
+    return enc, x, ea
+
+
+def test_gat_encoder_permutation_equivariant():
+    graph = tiny_graph()
+    d = graph.data
+    enc, x, ea = _eval_encoder(graph)
     out = enc(x, d.edge_index_dict, ea)
     perm = torch.tensor([3, 0, 2, 1])  # relabel users: new user i is old user perm[i]
     inv = torch.argsort(perm)
@@ -311,11 +318,7 @@ def test_gat_inductive_pass_on_a_graph_node_reproduces_the_full_pass():
     """A node given to :meth:`GATEncoder.inductive` with its own incoming links gets its full-pass output."""
     graph = _with_text_knn(tiny_graph())
     d = graph.data
-    torch.manual_seed(0)
-    enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
-                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1}).eval()
-    x = {t: torch.randn(int(d[t].num_nodes), 8) for t in d.node_types}
-    ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
+    enc, x, ea = _eval_encoder(graph)
     states: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
         out = enc(x, d.edge_index_dict, ea, states=states)

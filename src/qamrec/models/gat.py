@@ -73,11 +73,16 @@ class GATEncoder(nn.Module):
         key = (edge_index.data_ptr(), edge_index.shape[1], int(edge_index[:, :64].sum()))
         hit = self._local.get(et)
         if hit is None or hit[0] != key:
-            src, src_inv = torch.unique(edge_index[0], return_inverse=True)
-            dst, dst_inv = torch.unique(edge_index[1], return_inverse=True)
-            hit = (key, src, dst, torch.stack([src_inv, dst_inv]))
+            hit = (key, *self._renumber(edge_index))
             self._local[et] = hit
         return hit[1], hit[2], hit[3]
+
+    @staticmethod
+    def _renumber(edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(source nodes, target nodes, ``edge_index`` renumbered into them)."""
+        src, src_inv = torch.unique(edge_index[0], return_inverse=True)
+        dst, dst_inv = torch.unique(edge_index[1], return_inverse=True)
+        return src, dst, torch.stack([src_inv, dst_inv])
 
     def relation(self, layer: int, et: EdgeType, x_dict: dict[str, Tensor], edge_index: Tensor,
                  edge_attr: Tensor | None, trace: dict[str, Any] | None = None) -> tuple[Tensor, Tensor]:
@@ -143,9 +148,8 @@ class GATEncoder(nn.Module):
                 key = "__".join(et)
                 if et[2] != node_type or ei.shape[1] == 0 or key not in self.convs[layer]:
                     continue
-                src, src_inv = torch.unique(ei[0], return_inverse=True)
-                dst, dst_inv = torch.unique(ei[1], return_inverse=True)
-                msg = self.convs[layer][key]((states[layer][et[0]][src], x[dst]), torch.stack([src_inv, dst_inv]))
+                src, dst, local = self._renumber(ei)  # not cached: these edges are not the graph's
+                msg = self.convs[layer][key]((states[layer][et[0]][src], x[dst]), local)
                 m = m.index_add(0, dst, msg)
             x = norm[node_type](x + nn.functional.elu(m))
         return x
