@@ -60,11 +60,13 @@ fake_text.dim = TEXT_DIM  # type: ignore[attr-defined]
 fake_text.model_name = "fake"  # type: ignore[attr-defined]
 
 
-def test_gat_encoder_shapes_and_gradients():
+@pytest.mark.parametrize("attention", ["gat", "gatv2"])
+def test_gat_encoder_shapes_and_gradients(attention):
     graph = tiny_graph()
     d = graph.data
     enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
-                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1})
+                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1},
+                     attention=attention)
     x = {t: torch.randn(int(d[t].num_nodes), 8, requires_grad=True) for t in d.node_types}
     ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
     out = enc(x, d.edge_index_dict, ea)
@@ -74,21 +76,23 @@ def test_gat_encoder_shapes_and_gradients():
     assert x["entity"].grad.abs().sum() > 0
 
 
-def _eval_encoder(graph: Graph) -> tuple[GATEncoder, dict[str, torch.Tensor], dict]:
+def _eval_encoder(graph: Graph, attention: str = "gat") -> tuple[GATEncoder, dict[str, torch.Tensor], dict]:
     """A seeded 2-layer encoder in eval mode over ``graph``, random inputs and the graph's edge attributes."""
     d = graph.data
     torch.manual_seed(0)
     enc = GATEncoder(list(d.node_types), list(d.edge_types), hidden=8, layers=2, heads=2, dropout=0.0,
-                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1}).eval()
+                     edge_dims={("user", "rates", "movie"): 1, ("movie", "rev_rates", "user"): 1},
+                     attention=attention).eval()
     x = {t: torch.randn(int(d[t].num_nodes), 8) for t in d.node_types}
     ea = {et: d[et].edge_attr for et in d.edge_types if "edge_attr" in d[et]}
     return enc, x, ea
 
 
-def test_gat_encoder_permutation_equivariant():
+@pytest.mark.parametrize("attention", ["gat", "gatv2"])
+def test_gat_encoder_permutation_equivariant(attention):
     graph = tiny_graph()
     d = graph.data
-    enc, x, ea = _eval_encoder(graph)
+    enc, x, ea = _eval_encoder(graph, attention)
     out = enc(x, d.edge_index_dict, ea)
     perm = torch.tensor([3, 0, 2, 1])  # relabel users: new user i is old user perm[i]
     inv = torch.argsort(perm)
@@ -157,7 +161,7 @@ def test_featurizer_sets_and_subset():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"encoder": "mlp"}, {"pooling": "mean"}, {"poster_features": False},
-                                       {"text_features": False}])
+                                       {"text_features": False}, {"attention": "gatv2"}, {"id_embedding": True}])
 def test_net_scores_and_learns(overrides):
     graph = tiny_graph()
     cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2, **overrides)
@@ -177,6 +181,33 @@ def test_net_scores_and_learns(overrides):
         loss.backward()
         opt.step()
     assert float(loss) < 0.5 * first  # it can fit a tiny mapping from anchors to the next item
+
+
+def test_id_embedding_starts_as_the_content_model_and_learns_only_where_gradients_reach():
+    graph = tiny_graph()
+    f = QueryFeaturizer(graph, fake_text, retrieved=0)
+    qb = f([Query(f"query {i}", entities=(900 + i % 3,)) for i in range(6)])
+    nets = []
+    for id_embedding in (False, True):
+        torch.manual_seed(0)
+        nets.append(QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, encoder="mlp",
+                                                 id_embedding=id_embedding), TEXT_DIM))
+    plain, with_id = nets
+    assert plain.movie_id is None and with_id.movie_id is not None
+    assert torch.allclose(plain(qb), with_id(qb))  # zero at the start, and the other weights are the same
+    opt = torch.optim.AdamW(with_id.parameters(), lr=0.05, weight_decay=1e-2)
+    gold = torch.tensor([(i + 1) % 3 for i in range(6)])
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(with_id(qb), gold)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = with_id.movie_id.weight.detach().abs().sum(dim=1) > 0
+    named = set(with_id.candidates[:3].tolist())  # the movies the queries name or target (MLP: no neighbours)
+    assert moved[sorted(named)].all()
+    # the MLP encoder has no message passing: a movie no query names and no candidate slot holds stays at zero
+    untouched = [m for m in range(len(moved)) if m not in set(with_id.candidates.tolist())]
+    assert untouched and not moved[untouched].any()
 
 
 def test_knn_edges():
@@ -233,6 +264,25 @@ def test_baselines_contract(tmp_path: Path):
         model.save(tmp_path / model.name)
         back = type(model).load(tmp_path / model.name, graph, fake_text)
         assert np.allclose(back.score([Query("q", entities=(900,))]), model.score([Query("q", entities=(900,))]))
+
+
+def test_a_model_saved_before_the_id_embedding_loads_without_it(tmp_path: Path):
+    import json
+
+    from qamrec.config import TrainConfig
+    from qamrec.models.qamrec import QAMRec
+
+    graph = tiny_graph()
+    model = QAMRec(ModelConfig(hidden=8, heads=2, retrieved=0, id_embedding=False), TrainConfig(), fake_text, 0)
+    model._setup(graph)
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["model"]["id_embedding"], meta["model"]["attention"]  # as written before these settings existed
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    back = QAMRec.load(tmp_path, graph, fake_text)
+    assert back.net.movie_id is None and back.model_cfg.attention == "gat"
+    q = [Query("q", entities=(900,))]
+    assert np.allclose(back.score(q), model.score(q), atol=1e-6)
 
 
 @pytest.mark.parametrize("graph_every", [1, 3])

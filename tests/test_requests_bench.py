@@ -181,13 +181,23 @@ def test_benchmark_requests_end_to_end(small_run: Path, prepared_home: Path, sma
 
     base = ["--home", str(prepared_home)] + [x for s in small_run_settings for x in ("--set", s)]
     out = tmp_path / "results"
-    res = CliRunner().invoke(app, base + ["benchmark", "requests", "--run", str(small_run), "--out", str(out),
-                                          "--n", "24", "--seed", "5", "--catalog", "graph"])
+    # the run compared with itself: its rows must repeat ours exactly
+    res = CliRunner().invoke(app, base + ["benchmark", "requests", "--run", str(small_run), "--out", str(out), "--n",
+                                          "24", "--seed", "5", "--catalog", "graph", "--compare", str(small_run)])
     assert res.exit_code == 0, res.output
     body = json.loads((out / "requests.json").read_text())
     md = (out / "requests.md").read_text()
     graph = body["catalogs"]["graph"]
-    assert set(graph["methods"]) == {"ours", "ours, words only", "text similarity", "popularity"}
+    rows = ["ours", "ours (not pretrained)", "ours, words only", "ours (not pretrained), words only",
+            "text similarity", "popularity"]
+    assert set(graph["methods"]) == set(rows)  # (the JSON keys are sorted; the table keeps this order)
+    at = [md.index(f"| {r} | generated (24) |") for r in rows]
+    assert at == sorted(at)
+    for a, b in (("ours", "ours (not pretrained)"), ("ours, words only", "ours (not pretrained), words only")):
+        for source in ("generated", "hand-written"):
+            x, y = graph["methods"][a][source], graph["methods"][b][source]
+            assert x["constraint_precision@10"] == y["constraint_precision@10"] and x["ndcg@10"] == y["ndcg@10"]
+    assert body["models"]["ours"].endswith("without pretraining") and "- ours (not pretrained): " in md
     for m in graph["methods"].values():
         for source, count in (("generated", 24), ("hand-written", 30)):
             x = m[source]

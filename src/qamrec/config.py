@@ -99,11 +99,16 @@ class ModelConfig(BaseModel):
     heads: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     encoder: str = Field(default="gat", pattern="^(gat|mlp)$", description="gat, or mlp (no graph)")
+    attention: str = Field(default="gat", pattern="^(gat|gatv2)$", description="the GAT's attention: gat (static, "
+                           "Velickovic et al.) or gatv2 (dynamic, Brody et al.)")
     pooling: str = Field(default="attention", pattern="^(attention|mean)$")
     pool_roles: bool = Field(default=False, description="the pooling's attention knows each member's role in the "
                              "query (named movie, named entity, phrase in the text, retrieved by text)")
     text_features: bool = True
     poster_features: bool = True
+    id_embedding: bool = Field(default=True, description="a free embedding per movie node added to its content "
+                                                          "input (starts at zero: a movie no example names keeps "
+                                                          "its content representation)")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "

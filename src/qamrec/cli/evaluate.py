@@ -213,17 +213,27 @@ def benchmark_requests(
     catalog: Annotated[str, typer.Option(help="graph (its candidates), full (plus --movies) or both")] = "both",
     movies: Annotated[str, typer.Option(help="the prepared MovieLens dataset that extends the full catalog")]
     = "movielens-32m",
+    compare: Annotated[Optional[Path], typer.Option(help="a second run of the same graph (e.g. without "
+                                                          "pretraining) whose model gets rows beside ours")] = None,
 ) -> None:
     """Requests with checkable facts (genres, years, people, tags, negations, "like X"): constraint precision@10,
     negation violations@10 and NDCG@10 of our model and the baselines, generated and 30 hand-written."""
     from qamrec.data.request_facts import MovieTruth
-    from qamrec.eval.requests import run_requests_benchmark
+    from qamrec.eval.requests import pretraining_label, run_requests_benchmark
+    from qamrec.io import read_json
     from qamrec.serve.catalog import movielens_catalog
 
     if catalog not in ("graph", "full", "both"):
         raise QamrecError(f"--catalog {catalog!r}: use graph, full or both")
     c = cfg()
     engine = load_run_engine(run)
+    models = {"ours": f"{engine.name}, " + pretraining_label(read_json(run_or_default(run) / "metrics.json"))}
+    other = None
+    if compare is not None:
+        label = pretraining_label(read_json(compare / "metrics.json"))
+        label = "not pretrained" if label.startswith("without") else "pretrained"
+        other = (label, load_run_engine(compare))
+        models[f"ours ({label})"] = f"{other[1].name}, " + pretraining_label(read_json(compare / "metrics.json"))
     truth = MovieTruth.from_prepared(c.prepared_dir)
     extension = None
     if catalog != "graph":
@@ -233,7 +243,8 @@ def benchmark_requests(
             extension = movielens_catalog(c, movies)
     run_requests_benchmark(engine, truth, out, n=n, seed=seed, catalog=catalog, extension=extension,
                            dtype=c.serve.item_dtype, rank=c.serve.index_rank, extension_name=movies,
-                           log=lambda m: console.print(m, markup=False, highlight=False))
+                           log=lambda m: console.print(m, markup=False, highlight=False), models=models,
+                           compare=other)
     console.print((out / "requests.md").read_text(), markup=False, highlight=False)
     console.print(f"wrote {out / 'requests.md'} and .json")
 

@@ -36,7 +36,7 @@ from qamrec.eval.metrics import ConstraintPrecision, NegationViolations, Satisfy
 from qamrec.io import atomic_write_json, atomic_write_text
 
 __all__ = ["BenchRequest", "HANDWRITTEN", "load_handwritten", "generated_requests", "run_requests_benchmark",
-           "requests_table", "METHODS"]
+           "requests_table", "METHODS", "pretraining_label"]
 
 HANDWRITTEN = Path(__file__).with_name("requests_handwritten.toml")
 K = 10
@@ -115,6 +115,16 @@ def _distinct_top(scores: torch.Tensor, movies: np.ndarray, k: int) -> list[int]
         out, want = [], min(len(scores), 4 * want)
 
 
+def pretraining_label(metrics: dict[str, Any]) -> str:
+    """How a run's model was pretrained, from its ``metrics.json`` (``train.pretrain``; see
+    :mod:`qamrec.train.pretrain`)."""
+    p = metrics.get("pretrain") or {}
+    if not p:
+        return "without pretraining"
+    return (f"pretrained on {p.get('requests', 0):,} pseudo-requests and {p.get('user_conversations', 0):,} "
+            f"MovieLens users ({p.get('epochs', '?')} epochs, {p.get('seconds', 0):.0f} s)")
+
+
 def engine_methods(engine: Any) -> dict[str, Callable[[str], list[int]]]:
     """Each method of :data:`METHODS` on the engine's current catalog: request text -> top K distinct movies."""
     net = engine.model.net
@@ -169,11 +179,16 @@ def score_method(requests: Sequence[BenchRequest], rank: Callable[[str], list[in
 def run_requests_benchmark(engine: Any, truth: MovieTruth, out: Path, *, n: int = 500, seed: int = 0,
                            catalog: str = "both", extension: tuple[Any, np.ndarray] | None = None,
                            dtype: str = "int8", rank: int = 160, extension_name: str = "",
-                           log: Callable[[str], None] = print) -> dict[str, Any]:
+                           log: Callable[[str], None] = print, models: dict[str, str] | None = None,
+                           compare: tuple[str, Any] | None = None) -> dict[str, Any]:
     """Score every method of :data:`METHODS` on the generated and hand-written requests, on the graph's
     candidates and / or (``extension``: movies and their text embeddings) the full catalog; write
     ``requests.md`` and ``requests.json`` into ``out`` (the generated requests themselves are not written: they
-    come from the data home, and come again for the same seed)."""
+    come from the data home, and come again for the same seed).
+
+    ``compare`` (a label and a second engine, e.g. the same model without pretraining) adds that engine's two
+    "ours" rows as ``ours (<label>)`` and ``ours (<label>), words only``; its graph must hold the same
+    candidates. ``models`` (row prefix -> how that model was trained) is written into the report."""
     if catalog not in ("graph", "full", "both"):
         raise QamrecError(f"--catalog {catalog!r}: use graph, full or both")
     if catalog != "graph" and extension is None:
@@ -186,17 +201,29 @@ def run_requests_benchmark(engine: Any, truth: MovieTruth, out: Path, *, n: int 
     log(f"{len(gen)} generated requests (seed {seed}) and {len(hand)} hand-written")
     leaked = [r.text for r in gen if r.target is not None and not is_heldout(r.target)]
     assert not leaked, f"generated requests from movies that pretraining may use: {leaked[:3]}"
-    result: dict[str, Any] = {"seed": seed, "k": K, "engine": engine.name, "catalogs": {}, "methods": list(METHODS)}
+    if compare is not None and not np.array_equal(np.unique(compare[1].cand_movie), graph_movies):
+        raise QamrecError(f"the compared model {compare[1].name} ranks other candidates than {engine.name}")
+    result: dict[str, Any] = {"seed": seed, "k": K, "engine": engine.name, "catalogs": {}, "methods": list(METHODS),
+                              "models": dict(models or {})}
     slices = [c for c in ("graph", "full") if catalog in (c, "both")]
     for name in slices:
         if name == "full":
             engine.extend_catalog(extension[0], extension[1], dtype, rank)  # type: ignore[index]
+            if compare is not None:
+                compare[1].extend_catalog(extension[0], extension[1], dtype, rank)  # type: ignore[index]
         universe = np.unique(engine.all_movies)
         log(f"catalog {name}: {len(universe):,} movies")
         per: dict[str, Any] = {"movies": int(len(universe)), "scoring": dtype if name == "full" else "float32",
                                "extension": extension_name if name == "full" else "", "methods": {}}
         ranks = engine_methods(engine)
-        for method in METHODS:
+        order = list(METHODS)
+        if compare is not None:
+            other = engine_methods(compare[1])
+            for method in ("ours", "ours, words only"):
+                label = method.replace("ours", f"ours ({compare[0]})")
+                ranks[label] = other[method]
+                order.insert(order.index(method) + 1, label)
+        for method in order:
             if method not in ranks:
                 continue
             entry: dict[str, Any] = {}
@@ -247,10 +274,11 @@ def requests_table(r: dict[str, Any]) -> str:
              "violations@10: share of the top 10 with something a negation rules out, over the requests that negate "
              "something (n). NDCG@10: every satisfying movie relevant. Ceiling: the precision@10 a perfect ranker "
              "gets (requests with fewer than 10 satisfying movies). Baselines are the plain methods: no parse, no "
-             "filters. \"ours, words only\" is our model reading the request without the parser. The query path is not "
-             "pretrained on pseudo-requests yet (`data/pseudo_requests.py` has the pairs for it): \"ours\" is the "
-             "model without that pretraining. Generated requests come from movies held out of that pretraining "
-             "(`is_heldout`); settings were chosen on another seed than the one reported.", ""]
+             "filters. \"ours, words only\" is our model reading the request without the parser. Generated requests "
+             "come from movies held out of pretraining on pseudo-requests (`is_heldout`); settings were chosen on "
+             "another seed than the one reported.", ""]
+    if r.get("models"):
+        lines += ["Models:", ""] + [f"- {k}: {v}" for k, v in r["models"].items()] + [""]
     names = [n for n in ("graph", "full") if n in r["catalogs"]]  # in this order, also when read back from JSON
     for name in names:
         c = r["catalogs"][name]

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
+from torch_geometric.nn import GATConv, GATv2Conv
 
 __all__ = ["GATEncoder"]
 
@@ -45,13 +45,21 @@ class GATEncoder(nn.Module):
         dropout: dropout on each layer's output (attention coefficients are not dropped: on CPU that costs
             more than it helps).
         edge_dims: edge attribute width per relation that has one.
+        attention: ``"gat"``, or ``"gatv2"`` for the dynamic attention of Brody et al. ("How Attentive are Graph
+            Attention Networks?", ICLR 2022), :math:`\mathbf{a}_r^\top \mathrm{LeakyReLU}(\mathbf{W}_r
+            [\mathbf{h}_i \| \mathbf{h}_j \| \mathbf{e}_{ij}])`: GAT's ranking of a target's neighbours is the
+            same for every target (static), GATv2's can depend on the target.
     """
 
     def __init__(self, node_types: list[str], edge_types: list[EdgeType], hidden: int, layers: int = 2,
-                 heads: int = 2, dropout: float = 0.2, edge_dims: dict[EdgeType, int] | None = None) -> None:
+                 heads: int = 2, dropout: float = 0.2, edge_dims: dict[EdgeType, int] | None = None,
+                 attention: str = "gat") -> None:
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+        if attention not in ("gat", "gatv2"):
+            raise ValueError(f"attention={attention!r} is neither 'gat' nor 'gatv2'")
+        conv_cls = GATConv if attention == "gat" else GATv2Conv
         edge_dims = edge_dims or {}
         self.dropout = dropout
         self.convs = nn.ModuleList()
@@ -60,7 +68,7 @@ class GATEncoder(nn.Module):
         self.edge_types = list(edge_types)
         for _ in range(layers):
             self.convs.append(nn.ModuleDict({
-                "__".join(et): GATConv((hidden, hidden), hidden // heads, heads=heads, concat=True,
+                "__".join(et): conv_cls((hidden, hidden), hidden // heads, heads=heads, concat=True,
                                        add_self_loops=False, edge_dim=edge_dims.get(et))
                 for et in edge_types
             }))

@@ -26,7 +26,8 @@ def _mlp(i: int, o: int, dropout: float) -> nn.Sequential:
 class QAMRecNet(nn.Module):
     r"""The query-aware multi-modal graph recommender.
 
-    1. Node inputs: a movie is :math:`\mathbf{W}_m[\mathbf{x}^{text} \| \mathbf{x}^{poster} \| \mathbb{1}_{poster}]`;
+    1. Node inputs: a movie is :math:`\mathbf{W}_m[\mathbf{x}^{text} \| \mathbf{x}^{poster} \| \mathbb{1}_{poster}]`
+       (plus a free embedding :math:`\mathbf{e}_m`, zero at the start, with ``model.id_embedding``);
        entities, genres and tags are :math:`\mathbf{W}_t \mathbf{x}^{text}`; users and dialogues (no content)
        have learned embeddings.
     2. :class:`~qamrec.models.gat.GATEncoder` over all relations (or a per-type MLP: the no-graph ablation).
@@ -89,7 +90,7 @@ class QAMRecNet(nn.Module):
         edge_dims = {et: int(data[et].edge_attr.shape[1]) for et in self.edge_types if "edge_attr" in data[et]}
         if cfg.encoder == "gat" and cfg.layers > 0:
             self.encoder: nn.Module = GATEncoder(self.node_types, self.edge_types, h, cfg.layers, cfg.heads,
-                                                 cfg.dropout, edge_dims)
+                                                 cfg.dropout, edge_dims, cfg.attention)
         else:
             self.encoder = nn.ModuleDict({t: _mlp(h, h, cfg.dropout) for t in self.node_types})
         self.register_buffer("candidates", torch.tensor(graph.meta["candidates"], dtype=torch.long), persistent=False)
@@ -115,6 +116,11 @@ class QAMRecNet(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         #: the modality gate (created last, so the other parameters' initialisation does not depend on it)
         self.gate: ModalityGate | None = self._make_gate(graph) if cfg.modality_gate else None
+        #: a free residual per movie on its content input (``model.id_embedding``), from zero; created last too
+        self.movie_id: nn.Embedding | None = None
+        if cfg.id_embedding and self.movie_emb is None:
+            self.movie_id = nn.Embedding(n_movies, h)
+            nn.init.zeros_(self.movie_id.weight)
 
     @property
     def bias(self) -> Tensor:
@@ -173,6 +179,8 @@ class QAMRecNet(nn.Module):
             parts += [self.movie_poster * self.has_poster, self.has_poster]
         m = self.movie_in(self.dropout(torch.cat(parts, dim=1))) if parts else 0
         x["movie"] = m + self.movie_emb.weight if self.movie_emb is not None else m
+        if self.movie_id is not None:
+            x["movie"] = x["movie"] + self.movie_id.weight
         for t, lin in self.text_in.items():
             x[t] = lin(self.dropout(getattr(self, f"x_{t}")))
         for t, emb in self.embed.items():
