@@ -407,3 +407,39 @@ def test_new_movies_read_their_text_neighbours_in_the_graph():
     assert torch.allclose(a, plain.new_movies(text), atol=1e-6)  # no text kNN: nothing of the graph is read
     mlp = QAMRecNet(graph, ModelConfig(hidden=8, dropout=0.0, encoder="mlp"), TEXT_DIM).eval()
     assert mlp.new_movies(text).shape == (2, 8)
+
+
+def test_lr_factor_warms_up_then_decays_to_zero_or_stays():
+    from qamrec.config import TrainConfig
+    from qamrec.train.loop import lr_factor
+
+    cos = TrainConfig(schedule="cosine", warmup=0.1)
+    curve = [lr_factor(cos, t, 100) for t in range(100)]
+    assert curve[:10] == pytest.approx([(t + 1) / 10 for t in range(10)])
+    assert curve[10] == pytest.approx(1.0) and curve[55] == pytest.approx(0.5, abs=1e-9)
+    assert all(a >= b for a, b in zip(curve[10:], curve[11:])) and curve[-1] < 1e-3
+    assert {lr_factor(TrainConfig(), t, 100) for t in range(100)} == {1.0}
+    assert lr_factor(TrainConfig(warmup=0.5), 0, 10) == pytest.approx(0.2)
+
+
+def test_fit_net_follows_the_schedule_step_by_step(monkeypatch):
+    """The optimiser's learning rate at each step is ``lr * lr_factor``, across epochs."""
+    from qamrec.config import TrainConfig
+    from qamrec.eval.protocol import CRSExample
+    from qamrec.train.loop import fit_net, lr_factor
+
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TEXT_DIM)
+    f = QueryFeaturizer(graph, fake_text, retrieved=2)
+    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(10)])
+    gold = torch.tensor([(i + 1) % 5 for i in range(10)])
+    dev = [CRSExample(dialogue=0, turn=0, context=("x",), entities=(900,), item=901, resp="")]
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: seen.append(self.param_groups[0]["lr"])
+                        or step(self, *a, **k))
+    cfg = TrainConfig(epochs=3, batch_size=4, patience=5, lr=0.01, schedule="cosine", warmup=0.34)
+    fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, [900, 901, 902, 903, 904], cfg, seed=0)
+    assert seen == pytest.approx([0.01 * lr_factor(cfg, t, 9) for t in range(9)])  # 3 batches an epoch
+    assert seen[0] < seen[1] < seen[2] == max(seen) and seen[-1] < seen[4] < seen[3]  # 3 warmup steps

@@ -9,7 +9,7 @@ nothing in the code is absolute.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -136,6 +136,11 @@ class TrainConfig(BaseModel):
                                                           "batch; the others reuse its node representations "
                                                           "(1: every batch)")
     lr: float = Field(default=1e-3, gt=0)
+    schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="learning rate over the run: constant, or cosine decay to 0 at the last "
+                                        "epoch (after the warmup)")
+    warmup: float = Field(default=0.0, ge=0.0, lt=1.0, description="share of the run's steps over which the "
+                                                                    "learning rate rises linearly from 0")
     weight_decay: float = Field(default=1e-2, ge=0)
     patience: int = Field(default=4, ge=1, description="epochs without a better dev NDCG@10 before stopping")
     dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,

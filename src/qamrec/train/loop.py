@@ -1,4 +1,5 @@
-"""The training loop: cross-entropy over the full candidate set, AdamW, early stopping on dev NDCG@10.
+"""The training loop: cross-entropy over the full candidate set, AdamW (constant or cosine learning rate),
+early stopping on dev NDCG@10.
 
 The graph encoder runs with gradients on every ``train.graph_every``-th batch; the batches between reuse
 that pass's node representations without gradients into the encoder (historical embeddings, as in
@@ -11,6 +12,7 @@ and saves one at the end of every epoch (see :mod:`qamrec.train.checkpoint`).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from qamrec.models.net import QAMRecNet
 from qamrec.models.query import QueryBatch, subset
 from qamrec.train.checkpoint import TrainState, active_checkpointer
 
-__all__ = ["TrainHistory", "fit_net", "score_batches"]
+__all__ = ["TrainHistory", "fit_net", "lr_factor", "score_batches"]
 
 
 @dataclass
@@ -53,6 +55,21 @@ def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarr
     return np.concatenate(out) if out else np.zeros((0, items.shape[0]), np.float32)
 
 
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    r"""The learning rate of step ``step`` of ``total`` as a share of ``cfg.lr``.
+
+    With ``w = warmup \cdot total`` warmup steps: :math:`(t + 1) / w` while :math:`t < w`; then 1 (constant) or
+    :math:`\tfrac12 (1 + \cos(\pi (t - w) / (total - w)))` (cosine, Loshchilov & Hutter, ICLR 2017).
+    Stateless, so a resumed run follows the same curve.
+    """
+    w = int(cfg.warmup * total)
+    if step < w:
+        return (step + 1) / w
+    if cfg.schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
 def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: QueryBatch,
             dev_examples: Sequence[CRSExample], item_ids: Sequence[int], cfg: TrainConfig, seed: int,
             on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
@@ -77,6 +94,7 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         hist = TrainHistory(saved.history, saved.best_epoch, saved.best_ndcg)
         best_state, bad, first, stopped, before = saved.best, saved.bad, saved.epoch + 1, saved.stopped, saved.seconds
     start = time.perf_counter()
+    n_batches = -(-len(train_q) // cfg.batch_size)
     for epoch in range(first, cfg.epochs + 1):
         if stopped:
             break
@@ -85,6 +103,8 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         losses = []
         history: dict[str, Tensor] | Tensor | None = None
         for step, idx in enumerate(torch.randperm(len(train_q), generator=gen).split(cfg.batch_size)):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, (epoch - 1) * n_batches + step, cfg.epochs * n_batches)
             if step % cfg.graph_every == 0:  # a full pass with gradients through the graph encoder
                 h = net.encode_nodes()
                 history = {t: v.detach() for t, v in h.items()} if isinstance(h, dict) else h.detach()
