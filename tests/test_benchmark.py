@@ -50,4 +50,9 @@ def test_benchmark_rows_seeds_partial_rerun_and_reuse(tmp_path: Path):
     assert set(res) == set(only) and len(trained) == 6
     saved = json.loads((tmp_path / "out" / "crs_inspired.json").read_text())
     assert [m["seed"] for m in saved["per_seed"]["pretrained"]] == [0, 1]
+    # a row rerun with fewer seeds says so and shows no std
+    run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=["no_graph"],
+                      log=lambda s: None, seeds=(0,))
+    md = (tmp_path / "out" / "crs_inspired.md").read_text()
+    assert "| no_graph (1 seed) | 0.050 | 0.150 | " in md and "| qamrec | 0.050 ± 0.000 | 0.205 ± 0.007 |" in md
     assert "no_new_data" not in res and any(v.name == "no_new_data" and v.datasets == ("redial",) for v in VARIANTS)

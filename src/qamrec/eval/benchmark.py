@@ -150,8 +150,12 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
           + "Published rows are copied from MSCRS (SIGIR 2025) Table 2 and were measured on the official test "
           "split with the full training set.", "",
           comparison_table({}, dataset).rstrip("\n"), ]
+    def label(name: str) -> str:  # a row with fewer seeds than the others says how many it has
+        n = len(per_seed[name])
+        return name if n == n_seeds else f"{name} ({n} seed{'s' if n > 1 else ''})"
+
     for name, r in results.items():
-        md.append(f"| {name} | " + " | ".join(_pm(r.get(k), n_seeds) for k in _KEYS) + " |")
+        md.append(f"| {label(name)} | " + " | ".join(_pm(r.get(k), len(per_seed[name])) for k in _KEYS) + " |")
     md += ["", "Slices: *unseen gold* = examples whose answer is the answer of no training example (their share, "
            "and R@50 on them); *new items* = already-mentioned movies masked; *cold start* = no movie in the "
            "context yet.", "",
@@ -161,8 +165,8 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
         if v.name in results:
             r = results[v.name]
             n_train = r.get("n_train", (0, 0))[0]
-            md.append(f"| {v.name} | {v.what} | {n_train:,.0f} | "
-                      + " | ".join(_pm(r.get(k), n_seeds) for k, _ in _SLICES)
+            md.append(f"| {label(v.name)} | {v.what} | {n_train:,.0f} | "
+                      + " | ".join(_pm(r.get(k), len(per_seed[v.name])) for k, _ in _SLICES)
                       + f" | {r.get('train_s', (0, 0))[0]:.0f}"
                       + (f" + {r['pretrain_s'][0]:.0f} pretraining" if r.get("pretrain_s", (0, 0))[0] else "")
                       + " |")
