@@ -56,3 +56,23 @@ def test_benchmark_rows_seeds_partial_rerun_and_reuse(tmp_path: Path):
     md = (tmp_path / "out" / "crs_inspired.md").read_text()
     assert "| no_graph (1 seed) | 0.050 | 0.150 | " in md and "| qamrec | 0.050 ± 0.000 | 0.205 ± 0.007 |" in md
     assert "no_new_data" not in res and any(v.name == "no_new_data" and v.datasets == ("redial",) for v in VARIANTS)
+
+
+def test_a_run_saved_before_a_setting_existed_is_reused_as_its_default(tmp_path: Path):
+    from qamrec.train.rundir import reusable_run
+
+    config = load_config([], home=tmp_path / "home")
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = json.loads(config.model_dump_json()) | {"dataset": "inspired"}
+    del saved["train"]["schedule"], saved["train"]["warmup"]  # as saved before these settings existed
+    (run / "config.json").write_text(json.dumps(saved))
+    (run / "metrics.json").write_text(json.dumps({"model": "qamrec", "recall@10": 0.3}))
+    assert reusable_run(run, config, "inspired", "qamrec") == {"model": "qamrec", "recall@10": 0.3}
+    assert reusable_run(run, config, "redial", "qamrec") is None
+    assert reusable_run(run, config, "inspired", "mscrs") is None
+    cosine = load_config(["train.schedule=cosine"], home=tmp_path / "home")
+    assert reusable_run(run, cosine, "inspired", "qamrec") is None  # the run did not do what is asked now
+    saved["train"]["retired_setting"] = 1  # a setting since removed: not comparable
+    (run / "config.json").write_text(json.dumps(saved))
+    assert reusable_run(run, config, "inspired", "qamrec") is None

@@ -132,13 +132,16 @@ TrainFn = Callable[[str, Path, "Config"], dict[str, Any]]
 
 def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[str, Any] | None:
     """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
-    None."""
+    None. A setting added since that run was saved counts as its default (the run did what the default does)."""
+    from qamrec.config import Config
+
     try:
         saved = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
+        then = Config.model_validate({k: v for k, v in saved.items() if k != "dataset"})
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError: a setting since removed
         return None
-    same = saved == json.loads(config.model_dump_json()) | {"dataset": dataset}
+    same = saved.get("dataset") == dataset and json.loads(then.model_dump_json()) == json.loads(config.model_dump_json())
     return metrics if same and metrics.get("model") == model else None
 
 
