@@ -282,3 +282,19 @@ def test_engine_ranks_like_the_model(small_engine):
     e.extend_catalog(movies, e.encode_query(titles), "int8")
     got = [m["id"] for m in e.recommend(text, k=12, understand=False).movies]
     assert [m for m in got if m < 900000000][:10] == want
+
+
+def test_reasons_name_only_movies_the_request_named(small_engine):
+    """Movies the encoder retrieved by text similarity are attended to, but a reason ("like X") names only a
+    movie the person named or liked."""
+    text = "a funny heist movie with a great ensemble"
+    res = small_engine.recommend(text, k=10)
+    assert any(a["kind"] == "movie" for a in res.attended)  # retrieved movies are in the query's set
+    assert not [r for m in res.movies for r in m["reasons"] if r["kind"] == "movie"]
+    assert all(m["reason"] for m in res.movies)
+    liked = small_engine.movie(res.movies[0]["id"])
+    assert liked is not None
+    res = small_engine.recommend(text, k=10, anchors=[liked["id"]])
+    named = {r["label"] for m in res.movies for r in m["reasons"] if r["kind"] == "movie"}
+    assert named <= {next(a["label"] for a in res.attended if a["kind"] == "movie" and a["label"].startswith(
+        liked["title"].split(" (")[0]))}

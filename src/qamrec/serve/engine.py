@@ -22,7 +22,7 @@ from qamrec.config import Config, RefineConfig
 from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.qamrec import QAMRec
-from qamrec.models.query import POOLED_TYPES, Query
+from qamrec.models.query import POOLED_TYPES, ROLES, Query
 from qamrec.serve.constraints import MovieFacts
 from qamrec.serve.index import ItemIndex
 from qamrec.serve.reasons import movie_reasons, sentence
@@ -35,6 +35,8 @@ from qamrec.serve.words import word_graph
 __all__ = ["Engine", "Feedback", "Result", "UnknownTitleError", "display_title", "word_graph"]
 
 _MOVIE_LINKS = ("comentioned", "text_knn", "poster_knn")
+
+_RETRIEVED = ROLES.index("retrieved")
 
 
 @dataclass
@@ -438,6 +440,10 @@ class Engine:
         att = sorted(zip(qb.nodes.tolist(), alpha.tolist()), key=lambda x: -x[1])
         attended = [{"kind": self._labels[n][0], "label": self._labels[n][1], "weight": round(float(a), 4)}
                     for n, a in att]
+        # a reason is something the request named: movies the encoder retrieved by text similarity are not
+        # ("Like Home Alone: The Holiday Heist" for a heist request said more about the titles than the movie)
+        retrieved = {n for n, r in zip(qb.nodes.tolist(), qb.role.tolist()) if r == _RETRIEVED}
+        said = [(n, a) for n, a in att if n not in retrieved]
         movies = []
         cand_text = getattr(net, "cand_text", None)
         for j in picked:
@@ -445,7 +451,7 @@ class Engine:
             if j < n_c:
                 node = int(self.cands[j])
                 reasons = movie_reasons(self._links, self._labels, self.model.featurizer.offsets["movie"] + node,
-                                        node, att, r[j].item() if r is not None else 0.0,
+                                        node, said, r[j].item() if r is not None else 0.0,
                                         float(cand_text[j] @ qn) if cand_text is not None else None)
             else:
                 c = float(self.index.row(j)[-qn.shape[0]:] @ qn) if self._has_text else 0.0
