@@ -285,26 +285,33 @@ def test_a_model_saved_before_the_id_embedding_loads_without_it(tmp_path: Path):
     assert np.allclose(back.score(q), model.score(q), atol=1e-6)
 
 
-@pytest.mark.parametrize("graph_every", [1, 3])
-def test_fit_net_runs_the_encoder_on_every_nth_batch(graph_every, monkeypatch):
-    """Historical embeddings: between two passes with gradients the batches reuse the last node representations."""
-    from qamrec.config import TrainConfig
+def _tiny_fit_setup(n: int):
+    """A tiny net, its featurizer, ``n`` training queries with gold answers, one dev example and the item ids."""
     from qamrec.eval.protocol import CRSExample
-    from qamrec.train.loop import fit_net
 
     graph = tiny_graph()
     torch.manual_seed(0)
     net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TEXT_DIM)
     f = QueryFeaturizer(graph, fake_text, retrieved=2)
-    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(12)])
-    gold = torch.tensor([(i + 1) % 5 for i in range(12)])
+    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(n)])
+    gold = torch.tensor([(i + 1) % 5 for i in range(n)])
     dev = [CRSExample(dialogue=0, turn=0, context=("x",), entities=(900,), item=901, resp="")]
+    return net, f, qb, gold, dev, [900, 901, 902, 903, 904]
+
+
+@pytest.mark.parametrize("graph_every", [1, 3])
+def test_fit_net_runs_the_encoder_on_every_nth_batch(graph_every, monkeypatch):
+    """Historical embeddings: between two passes with gradients the batches reuse the last node representations."""
+    from qamrec.config import TrainConfig
+    from qamrec.train.loop import fit_net
+
+    net, f, qb, gold, dev, items = _tiny_fit_setup(12)
     calls: list[bool] = []
     encode = net.encode_nodes
     monkeypatch.setattr(net, "encode_nodes", lambda: calls.append(torch.is_grad_enabled()) or encode())
     cfg = TrainConfig(epochs=2, batch_size=2, patience=5, graph_every=graph_every)
     enc0 = [p.detach().clone() for p in net.encoder.parameters()]
-    hist = fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, [900, 901, 902, 903, 904], cfg, seed=0)
+    hist = fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg, seed=0)
     per_epoch = -(-6 // graph_every)  # 6 batches an epoch
     assert calls.count(True) == 2 * per_epoch  # passes with gradients
     assert calls.count(False) == 2  # the dev evaluation after each epoch
@@ -425,21 +432,14 @@ def test_lr_factor_warms_up_then_decays_to_zero_or_stays():
 def test_fit_net_follows_the_schedule_step_by_step(monkeypatch):
     """The optimiser's learning rate at each step is ``lr * lr_factor``, across epochs."""
     from qamrec.config import TrainConfig
-    from qamrec.eval.protocol import CRSExample
     from qamrec.train.loop import fit_net, lr_factor
 
-    graph = tiny_graph()
-    torch.manual_seed(0)
-    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2), TEXT_DIM)
-    f = QueryFeaturizer(graph, fake_text, retrieved=2)
-    qb = f([Query(f"query {i}", entities=(900 + i % 5,)) for i in range(10)])
-    gold = torch.tensor([(i + 1) % 5 for i in range(10)])
-    dev = [CRSExample(dialogue=0, turn=0, context=("x",), entities=(900,), item=901, resp="")]
+    net, f, qb, gold, dev, items = _tiny_fit_setup(10)
     seen: list[float] = []
     step = torch.optim.AdamW.step
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: seen.append(self.param_groups[0]["lr"])
                         or step(self, *a, **k))
     cfg = TrainConfig(epochs=3, batch_size=4, patience=5, lr=0.01, schedule="cosine", warmup=0.34)
-    fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, [900, 901, 902, 903, 904], cfg, seed=0)
+    fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg, seed=0)
     assert seen == pytest.approx([0.01 * lr_factor(cfg, t, 9) for t in range(9)])  # 3 batches an epoch
     assert seen[0] < seen[1] < seen[2] == max(seen) and seen[-1] < seen[4] < seen[3]  # 3 warmup steps
