@@ -141,7 +141,8 @@ def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[st
         then = Config.model_validate({k: v for k, v in saved.items() if k != "dataset"})
     except (OSError, ValueError):  # pydantic's ValidationError is a ValueError: a setting since removed
         return None
-    same = saved.get("dataset") == dataset and json.loads(then.model_dump_json()) == json.loads(config.model_dump_json())
+    now = json.loads(config.model_dump_json())
+    same = saved.get("dataset") == dataset and json.loads(then.model_dump_json()) == now
     return metrics if same and metrics.get("model") == model else None
 
 
