@@ -103,8 +103,9 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         losses = []
         history: dict[str, Tensor] | Tensor | None = None
         for step, idx in enumerate(torch.randperm(len(train_q), generator=gen).split(cfg.batch_size)):
+            lr = cfg.lr * lr_factor(cfg, (epoch - 1) * n_batches + step, cfg.epochs * n_batches)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, (epoch - 1) * n_batches + step, cfg.epochs * n_batches)
+                group["lr"] = lr
             if step % cfg.graph_every == 0:  # a full pass with gradients through the graph encoder
                 h = net.encode_nodes()
                 history = {t: v.detach() for t, v in h.items()} if isinstance(h, dict) else h.detach()

@@ -22,13 +22,11 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from qamrec.config import Config
 from qamrec.errors import DigestMismatchError, MissingDataError
 from qamrec.io import atomic_write_json, read_json, remove_stale_tmp, sha256_file, stale_tmp, tmp_prefix
-
-if TYPE_CHECKING:
-    from qamrec.config import Config
 
 __all__ = ["MANIFEST", "RUN_FILES", "TrainFn", "write_manifest", "validate_run", "in_progress", "replace_dir",
            "recover", "reusable_run", "train_or_reuse"]
@@ -127,14 +125,12 @@ def recover(out: Path) -> None:
 
 #: ``train(dataset, run_dir, config)`` -> the ``metrics.json`` of the run it wrote (sweeps and curves train
 #: through it)
-TrainFn = Callable[[str, Path, "Config"], dict[str, Any]]
+TrainFn = Callable[[str, Path, Config], dict[str, Any]]
 
 
 def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[str, Any] | None:
     """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
     None. A setting added since that run was saved counts as its default (the run did what the default does)."""
-    from qamrec.config import Config
-
     try:
         saved = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
