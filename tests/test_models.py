@@ -161,7 +161,8 @@ def test_featurizer_sets_and_subset():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"encoder": "mlp"}, {"pooling": "mean"}, {"poster_features": False},
-                                       {"text_features": False}, {"attention": "gatv2"}, {"id_embedding": True}])
+                                       {"text_features": False}, {"attention": "gatv2"}, {"id_embedding": True},
+                                       {"pool_recency": 4}])
 def test_net_scores_and_learns(overrides):
     graph = tiny_graph()
     cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=2, **overrides)
@@ -416,6 +417,24 @@ def test_new_movies_read_their_text_neighbours_in_the_graph():
     assert mlp.new_movies(text).shape == (2, 8)
 
 
+def test_new_movies_linked_to_their_genres_read_the_genre_nodes():
+    """A movie outside the graph linked to its genres reads those genre nodes (and only with the links)."""
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0), TEXT_DIM).eval()
+    text = torch.nn.functional.normalize(torch.randn(3, TEXT_DIM), dim=1)
+    genres = torch.tensor([[0, 1, 0], [0, 1, 2]])  # (genre node, row): rows 0 and 2 horror, row 1 romantic comedy
+    text[2] = text[0]
+    plain, linked = net.new_movies(text), net.new_movies(text, genres=genres)
+    assert not torch.allclose(plain[:2], linked[:2], atol=1e-4)
+    assert torch.allclose(linked[0], linked[2], atol=1e-6)  # same text, same genre: the same representation
+    net.x_genre[1] += 1.0  # the input of genre node 1 (romantic comedy)
+    after = net.new_movies(text, genres=genres)
+    assert not torch.allclose(after[1], linked[1], atol=1e-4)  # row 1 reads genre 1
+    assert torch.allclose(after[[0, 2]], linked[[0, 2]], atol=1e-6)  # rows 0 and 2 do not
+    assert torch.allclose(net.new_movies(text), plain, atol=1e-6)  # without links nothing of the graph is read
+
+
 def test_lr_factor_warms_up_then_decays_to_zero_or_stays():
     from qamrec.config import TrainConfig
     from qamrec.train.loop import lr_factor
@@ -443,3 +462,31 @@ def test_fit_net_follows_the_schedule_step_by_step(monkeypatch):
     fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg, seed=0)
     assert seen == pytest.approx([0.01 * lr_factor(cfg, t, 9) for t in range(9)])  # 3 batches an epoch
     assert seen[0] < seen[1] < seen[2] == max(seen) and seen[-1] < seen[4] < seen[3]  # 3 warmup steps
+
+
+def test_featurizer_ranks_named_members_by_recency_and_pooling_can_prefer_the_latest():
+    graph = tiny_graph()
+    f = QueryFeaturizer(graph, fake_text, retrieved=2)
+    # movie 902 (node 2), then entity 101, then movie 900 (node 0): node 0 is the latest, the entity second
+    qb = f([Query("something", entities=(902, 101, 900)), Query("more", entities=(901,), movies=(13,))])
+    off = f.offsets
+    rec = {(int(b), int(n)): int(r) for b, n, r in zip(qb.batch, qb.nodes, qb.recency)}
+    assert rec[(0, off["movie"] + 0)] == 0
+    assert rec[(0, off["entity"] + 1)] == 1
+    assert rec[(0, off["movie"] + 2)] == 2
+    assert rec[(1, off["movie"] + 3)] == 0 and rec[(1, off["movie"] + 1)] == 1  # catalog movies come after entities
+    named = {k for k, r in rec.items() if r >= 0}
+    assert all(rec[k] == -1 for k in rec if k not in named) and len(rec) > len(named)  # retrieved: -1
+    one = subset(qb, torch.tensor([1]))
+    assert torch.equal(one.recency, qb.recency[qb.batch == 1])
+    # zero-initialised: the same weights as without recency; a favoured position takes (nearly) all of them
+    pool = QueryAwarePooling(8, positions=2)
+    h, q = torch.randn(len(qb.nodes), 8), torch.randn(2, 8)
+    _, a0 = pool(h, q, qb.batch)
+    _, a1 = pool(h, q, qb.batch, recency=qb.recency)
+    assert torch.allclose(a0, a1)
+    with torch.no_grad():
+        pool.pos_bias[1] = 50.0  # position 1 and beyond (capped): entity 101 and node 2 in query 0
+    _, a2 = pool(h, q, qb.batch, recency=qb.recency)
+    older = (qb.batch == 0) & (qb.recency >= 1)
+    assert float(a2[older].sum()) > 0.99 > float(a0[older].sum())

@@ -104,6 +104,8 @@ class ModelConfig(BaseModel):
     pooling: str = Field(default="attention", pattern="^(attention|mean)$")
     pool_roles: bool = Field(default=False, description="the pooling's attention knows each member's role in the "
                              "query (named movie, named entity, phrase in the text, retrieved by text)")
+    pool_recency: int = Field(default=0, ge=0, description="recency positions of the named movies and entities "
+                              "that get their own term in the pooling's attention (0: off)")
     text_features: bool = True
     poster_features: bool = True
     id_embedding: bool = Field(default=True, description="a free embedding per movie node added to its content "

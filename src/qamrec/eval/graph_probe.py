@@ -80,7 +80,7 @@ class _Pooling(nn.Module):
         self.inner, self.mode = inner, mode
 
     def forward(self, h: Tensor, q: Tensor, batch: Tensor, weight: Tensor | None = None,
-                role: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                role: Tensor | None = None, recency: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.mode == "zero":
             return q.new_zeros(q.shape), h.new_zeros(h.shape[0])
         ones = torch.ones(h.shape[0])
@@ -233,16 +233,32 @@ def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Seque
     median = net.bias.median()
     out: dict[str, Any] = {"examples": len(usable)}
     text = net.movie_text[cand]
-    for name, k in (("graph", None), ("isolated", 0), ("inductive", None)):
+    genres = _candidate_genres(net)
+    variants = [("graph", None, False), ("isolated", 0, False), ("inductive", None, False)]
+    if genres is not None:
+        variants += [("genres", 0, True), ("inductive_genres", None, True)]
+    for name, k, with_genres in variants:
         if name == "graph":
             s_gold = real[rows, gold]
         else:
-            v = net.item(net.new_movies(text, k=k, exclude=cand))
+            v = net.item(net.new_movies(text, k=k, exclude=cand, genres=genres if with_genres else None))
             s_gold = (net.score(p, v, qb) - net.bias + median)[rows, gold]
         rank = ((real > s_gold.unsqueeze(1)) & ~same).sum(dim=1)
         out[name] = {f"recall@{k}": float((rank < k).float().mean()) for k in ks}
     model._precomputed = None
     return out
+
+
+def _candidate_genres(net: QAMRecNet) -> Tensor | None:
+    """[2, G] (genre node, candidate index): each candidate's genres in the graph, or None without them."""
+    rel = next((et for et in net.edge_types if et[0] == "genre" and et[2] == "movie"), None)
+    if rel is None:
+        return None
+    of: dict[int, list[int]] = defaultdict(list)
+    for g, m in getattr(net, "ei_" + _name(rel)).T.tolist():
+        of[m].append(g)
+    pairs = [(g, j) for j, m in enumerate(net.candidates.tolist()) for g in of.get(m, ())]
+    return torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
 
 
 def _without_metrics(model: QAMRec, net: QAMRecNet, rels: Sequence[tuple[str, str, str]],
@@ -285,6 +301,10 @@ def probe_markdown(r: dict[str, Any], title: str) -> str:
                   "text alone, ranked against the other candidates as they are (its other entities left out).", "",
                   "| the answer's representation | R@10 | R@50 |", "|---|---|---|"]
         for key, what in (("graph", "its own, in the graph (and its bias)"), ("isolated", "text, isolated node"),
-                          ("inductive", "text, linked to its nearest graph movies by text (the service)")):
+                          ("inductive", "text, linked to its nearest graph movies by text"),
+                          ("genres", "text, linked to its genres"),
+                          ("inductive_genres", "text, linked to its nearest graph movies and its genres")):
+            if key not in nm:
+                continue
             lines.append(f"| {what} | {nm[key]['recall@10']:.4f} | {nm[key]['recall@50']:.4f} |")
     return "\n".join(lines) + "\n"

@@ -95,7 +95,7 @@ class QAMRecNet(nn.Module):
             self.encoder = nn.ModuleDict({t: _mlp(h, h, cfg.dropout) for t in self.node_types})
         self.register_buffer("candidates", torch.tensor(graph.meta["candidates"], dtype=torch.long), persistent=False)
         self.query = _mlp(text_dim, h, cfg.dropout)
-        self.pool = QueryAwarePooling(h, cfg.pooling, len(ROLES) if cfg.pool_roles else 0)
+        self.pool = QueryAwarePooling(h, cfg.pooling, len(ROLES) if cfg.pool_roles else 0, cfg.pool_recency)
         self.fuse = _mlp(3 * h, h, cfg.dropout)
         self.item = nn.Linear(h, h)
         if cfg.item_prior:  # the bias predicted from popularity features and content, shared per movie
@@ -199,7 +199,7 @@ class QAMRecNet(nn.Module):
 
     @torch.no_grad()
     def new_movies(self, text: Tensor, k: int | None = None, chunk: int = 4096,
-                   exclude: Tensor | None = None) -> Tensor:
+                   exclude: Tensor | None = None, genres: Tensor | None = None) -> Tensor:
         r"""Representations [n, hidden] of movies the graph does not hold, from their text embeddings [n, D].
 
         A new movie enters as the graph's movies do (:math:`\mathbf{W}_m[\mathbf{x}^{text} \| \mathbf{0}]`,
@@ -208,8 +208,9 @@ class QAMRecNet(nn.Module):
         trained encoder then runs on it inductively (:meth:`GATEncoder.inductive`): it reads the learned
         representations of its text neighbours, which carry their dialogues, ratings and knowledge-graph links.
         Without the relation (or with the MLP encoder) it is an isolated node. ``exclude`` [n] (a graph movie
-        node per row, or -1) is never linked to that row: a graph movie encoded as if it were new. Eval mode,
-        no gradient.
+        node per row, or -1) is never linked to that row: a graph movie encoded as if it were new. ``genres``
+        [2, G] (optional: genre node, row) links rows to their genres through the graph's genre -> movie relation,
+        as the graph's movies are. Eval mode, no gradient.
         """
         self.eval()
         parts = [text.float()] if self.cfg.text_features else []
@@ -236,6 +237,9 @@ class QAMRecNet(nn.Module):
                 src.append(nb[keep])
                 dst.append(torch.arange(s, s + len(nb)).unsqueeze(1).expand_as(nb)[keep])
             links[rel] = torch.stack([torch.cat(src), torch.cat(dst)]) if src else torch.zeros(2, 0, dtype=torch.long)
+        genre_rel = next((et for et in self.edge_types if et[0] == "genre" and et[2] == "movie"), None)
+        if genres is not None and genre_rel is not None:
+            links[genre_rel] = genres.long()
         states: list[dict[str, Tensor]] = []
         self.encode_nodes(states=states)
         return self.encoder.inductive(states, x, "movie", links)
@@ -254,7 +258,8 @@ class QAMRecNet(nn.Module):
         """The fused preference vector [B, hidden] and the pooling weights of the query's node set."""
         q = self.query(qb.text)
         prior = qb.prior if self.cfg.pooling == "attention" else None
-        g, alpha = self.pool(table[qb.nodes], q, qb.batch, prior, qb.role if self.cfg.pool_roles else None)
+        g, alpha = self.pool(table[qb.nodes], q, qb.batch, prior, qb.role if self.cfg.pool_roles else None,
+                             qb.recency if self.cfg.pool_recency else None)
         return q + self.fuse(torch.cat([q, g, q * g], dim=-1)), alpha
 
     def score(self, p: Tensor, items: Tensor, qb: QueryBatch) -> Tensor:

@@ -144,7 +144,8 @@ class QAMRec(Recommender):
         if encode_text is None:
             raise ValueError("QAMRec.load needs the text encoder the model was trained with")
         # settings added later default to what the model was trained with before they existed
-        legacy = {"shared_bias": False, "pool_roles": False, "id_embedding": False, "attention": "gat"}
+        legacy = {"shared_bias": False, "pool_roles": False, "id_embedding": False, "attention": "gat",
+                  "pool_recency": 0}
         settings = legacy | meta["model"]
         model = cls(ModelConfig(**settings), TrainConfig(**meta["train"]), encode_text, meta["seed"])
         model._setup(graph)

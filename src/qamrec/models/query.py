@@ -45,7 +45,9 @@ class QueryBatch:
     ordered by :data:`POOLED_TYPES`) with ``batch`` [N] (query index) and ``prior`` [N] (a log-weight);
     ``anchors`` [M] / ``anchor_batch`` [M]: the movie nodes named in each query; ``mentioned`` [K] /
     ``mentioned_batch`` [K]: the candidate indices of those movies; ``role`` [N]: each set member's index in
-    :data:`ROLES` (empty when the featurizer does not say)."""
+    :data:`ROLES` (empty when the featurizer does not say); ``recency`` [N]: for a member the query names (a movie
+    or an entity), how many named members were mentioned after it (0: the latest), -1 for the others (empty when
+    the featurizer does not say)."""
 
     text: Tensor
     nodes: Tensor
@@ -56,6 +58,7 @@ class QueryBatch:
     mentioned: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     mentioned_batch: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     role: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    recency: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
 
     def __len__(self) -> int:
         return self.text.shape[0]
@@ -153,6 +156,7 @@ class QueryFeaturizer:
         batch: list[int] = []
         prior: list[float] = []
         role: list[int] = []
+        recency: list[int] = []
         anchors: list[int] = []
         anchor_batch: list[int] = []
         mentioned: list[int] = []
@@ -180,13 +184,31 @@ class QueryFeaturizer:
             if self.retrieved:
                 for v, i in zip(top_val[b].tolist(), top_idx[b].tolist()):
                     members.setdefault(self.offsets["movie"] + i, (float(np.log(max(v, 1e-6))), 3))
+            last = self._mention_order(q)
+            order = sorted((n for n in members if n in last), key=lambda n: -last[n])
+            rank = {n: i for i, n in enumerate(order)}
             nodes += members
             prior += [p for p, _ in members.values()]
             role += [r for _, r in members.values()]
+            recency += [rank.get(n, -1) for n in members]
             batch += [b] * len(members)
         long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
         return QueryBatch(t, long(nodes), long(batch), torch.tensor(prior, dtype=torch.float32),
-                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch), long(role))
+                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch), long(role), long(recency))
+
+    def _mention_order(self, q: Query) -> dict[int, int]:
+        """Pooled node -> the position of its last mention among the query's named movies and entities (its
+        entities in mention order, then its catalog movies)."""
+        last: dict[int, int] = {}
+        for i, e in enumerate(q.entities):
+            if e in self.item_node:
+                last[self.offsets["movie"] + self.item_node[e]] = i
+            elif e in self.entity_node:
+                last[self.offsets["entity"] + self.entity_node[e]] = i
+        for j, m in enumerate(q.movies):
+            if m in self.movie_node:
+                last[self.offsets["movie"] + self.movie_node[m]] = len(q.entities) + j
+        return last
 
 
 def subset(qb: QueryBatch, idx: Tensor) -> QueryBatch:
@@ -199,4 +221,5 @@ def subset(qb: QueryBatch, idx: Tensor) -> QueryBatch:
     return QueryBatch(qb.text[idx], qb.nodes[keep], remap[qb.batch[keep]], qb.prior[keep],
                       qb.anchors[akeep], remap[qb.anchor_batch[akeep]],
                       qb.mentioned[mkeep], remap[qb.mentioned_batch[mkeep]],
-                      qb.role[keep] if qb.role.numel() else qb.role)
+                      qb.role[keep] if qb.role.numel() else qb.role,
+                      qb.recency[keep] if qb.recency.numel() else qb.recency)
