@@ -100,7 +100,8 @@ def test_answers_scored_as_new_movies():
     r = _as_new_movie(m, ex, ITEMS, ks=(1, 2))
     full = evaluate(m.score([example_query(e) for e in ex]), ex, ITEMS)
     assert r["examples"] == 10 and r["graph"]["recall@1"] == pytest.approx(full["recall@1"])
-    assert all(0 <= r[k][f"recall@{n}"] <= 1 for k in ("isolated", "inductive", "genres", "inductive_genres")
+    assert all(0 <= r[k][f"recall@{n}"] <= 1 for k in ("isolated", "inductive", "genres", "inductive_genres",
+                                                   "genres+content_bias", "isolated+content_bias")
                for n in (1, 2))
     # without a text kNN relation the inductive representation is the isolated one
     assert r["inductive"] == r["isolated"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from qamrec.models.prior import ItemPrior, prior_features
@@ -76,3 +77,18 @@ def test_init_starts_targeted_movies_at_their_log_popularity():
     targeted = counts > 0
     assert torch.allclose(b[targeted], y[targeted], atol=1e-5)  # as a free bias would start
     assert prior.free[~targeted].abs().sum() == 0 and b[-1] > y[-1] + 1.0  # the never-targeted one: its prediction
+
+
+def test_content_bias_gives_a_new_movie_the_bias_of_the_movies_its_text_resembles():
+    from qamrec.models.prior import content_bias
+
+    g = torch.Generator().manual_seed(0)
+    popular, obscure = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    noise = 0.1 * torch.randn(40, 16, generator=g)
+    text = torch.cat([popular + noise[:20], obscure + noise[20:]])
+    bias = torch.cat([torch.full((20,), 2.0), torch.full((20,), -2.0)])
+    new = torch.stack([popular, obscure, torch.randn(16, generator=g)])
+    b = content_bias(text, bias, new, l2=0.1)
+    assert b[0] > 1.5 and b[1] < -1.5  # near the popular / the obscure movies
+    assert float(content_bias(text, bias, new, l2=1e6)[2]) == pytest.approx(0.0, abs=1e-3)  # all shrunk: the mean
+    assert b.dtype == bias.dtype and b.shape == (3,)

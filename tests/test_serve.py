@@ -240,6 +240,43 @@ def test_catalog_extension_scores_movies_outside_the_graph(small_engine):
     assert e.extend_catalog(movies.filter(pl.col("movie_id") < 0), e.encode_query([])[:0]) == 0
 
 
+def test_catalog_extension_can_link_new_movies_to_genres_and_predict_their_bias(small_engine):
+    """With ``new_movie_genres`` a movie outside the graph reads its genres' nodes; with ``new_movie_bias =
+    "content"`` its bias is regressed on the text of the graph's movies (as embedded in the extension)."""
+    import copy
+
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from qamrec.models.prior import content_bias
+
+    graph_ids = [int(m) for m in small_engine.cand_movie[:40]]
+    graph_titles = [small_engine.info[m]["title"] for m in graph_ids]
+    titles = ["Zorblax and the Quantum Heist", "Zorblax and the Quantum Heist"]
+    ids, all_titles = graph_ids + [900000001, 900000002], graph_titles + titles
+    genres = [small_engine.info[m]["genres"] for m in graph_ids] + [["Comedy"], ["Horror"]]
+    movies = pl.DataFrame({"movie_id": ids, "title": all_titles, "year": [2000] * len(ids), "genres": genres})
+    text = small_engine.encode_query(all_titles)
+    rows = {}
+    for links, bias in ((False, "median"), (True, "content")):
+        e = copy.copy(small_engine)
+        e.info = dict(small_engine.info)
+        e.new_movie_genres, e.new_movie_bias = links, bias
+        assert e.extend_catalog(movies, text, "float32") == 2
+        rows[links] = torch.stack([e.index.row(len(e.cand_movie) + j) for j in range(2)])
+    width = small_engine.model.net.cfg.hidden
+    plain, linked = rows[False], rows[True]
+    assert torch.allclose(plain[0, :width], plain[1, :width], atol=1e-5)  # same text, no links: one representation
+    assert not torch.allclose(linked[0, :width], linked[1, :width])  # a comedy and a horror film now differ
+    median = float(small_engine.model.net.bias.detach().median())
+    assert float(plain[0, width]) == pytest.approx(median)
+    want = content_bias(torch.from_numpy(text[:40]), small_engine._movie_bias(np.array(graph_ids)),
+                        torch.from_numpy(text[40:]))
+    assert linked[:, width].tolist() == pytest.approx(want.tolist(), abs=1e-5)
+    assert float(linked[0, width]) != pytest.approx(median)
+
+
 def test_query_embeddings_are_cached_and_bounded(small_engine):
     import copy
     import threading

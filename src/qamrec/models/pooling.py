@@ -59,8 +59,8 @@ class QueryAwarePooling(nn.Module):
 
         ``weight`` [N] (optional) adds a log-prior to each member's logit (e.g. text-retrieval similarity);
         ``role`` [N] (optional, with ``roles > 0``) each member's role; ``recency`` [N] (optional, with
-        ``positions > 0``) each member's recency, -1 for members the query does not name. Returns ``g`` [B, C] and the attention
-        weights ``alpha`` [N] (they sum to 1 within each query).
+        ``positions > 0``) each member's recency, -1 for members the query does not name. Returns ``g`` [B, C]
+        and the attention weights ``alpha`` [N] (they sum to 1 within each query).
         """
         size = q.shape[0]
         if h.shape[0] == 0:

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from qamrec.graph.store import Graph
 
-__all__ = ["ItemPrior", "prior_features", "PRIOR_RELATIONS"]
+__all__ = ["ItemPrior", "prior_features", "content_bias", "PRIOR_RELATIONS"]
 
 #: edge types whose degree at a movie node is a popularity signal: (source, relation, movie)
 PRIOR_RELATIONS: tuple[tuple[str, str, str], ...] = (
@@ -110,3 +110,24 @@ class ItemPrior(nn.Module):
         self.weight.weight.copy_(sol[:-1][None].float())
         self.weight.bias.fill_(float(sol[-1]))
         self.free.copy_(torch.where(per_movie > 0, y - fit, torch.zeros_like(y)).float())
+
+
+@torch.no_grad()
+def content_bias(text: Tensor, bias: Tensor, new_text: Tensor, l2: float = 10.0) -> Tensor:
+    r"""The bias of movies outside the graph, predicted from their text by ridge regression on the graph's:
+
+    .. math::
+        \hat b(\mathbf{x}) = \bar b + \mathbf{w}^\top \mathbf{x}, \qquad
+        \mathbf{w} = (\mathbf{X}^\top \mathbf{X} + \lambda \mathbf{I})^{-1} \mathbf{X}^\top (\mathbf{b} - \bar b),
+
+    with :math:`\mathbf{X}` the normalized text embeddings ``text`` [n, D] of movies whose learned bias ``bias``
+    [n] is known, and ``new_text`` [m, D] those of the new movies: a movie outside the graph gets the bias of the
+    graph movies its text resembles instead of one constant (float64, so the same bits on any thread count).
+    """
+    x = nn.functional.normalize(text.double(), dim=1)
+    xn = nn.functional.normalize(new_text.double(), dim=1)
+    b = bias.double()
+    mean = b.mean()
+    gram = x.T @ x + l2 * torch.eye(x.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(gram, x.T @ (b - mean))
+    return (mean + xn @ w).to(bias.dtype)

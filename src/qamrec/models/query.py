@@ -194,7 +194,8 @@ class QueryFeaturizer:
             batch += [b] * len(members)
         long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
         return QueryBatch(t, long(nodes), long(batch), torch.tensor(prior, dtype=torch.float32),
-                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch), long(role), long(recency))
+                          long(anchors), long(anchor_batch), long(mentioned), long(mentioned_batch), long(role),
+                          long(recency))
 
     def _mention_order(self, q: Query) -> dict[int, int]:
         """Pooled node -> the position of its last mention among the query's named movies and entities (its

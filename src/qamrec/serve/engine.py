@@ -21,6 +21,7 @@ import torch
 from qamrec.config import Config, RefineConfig
 from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
+from qamrec.models.prior import content_bias
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, ROLES, Query
 from qamrec.serve.constraints import MovieFacts
@@ -123,7 +124,9 @@ class Engine:
         #: one row per recommendable movie, [v_j | b_j | x_j]: the candidates, then movies outside the graph
         self.index = ItemIndex(self._candidate_rows(), "float32")
         self.extra_movies = np.zeros(0, dtype=np.int64)  # movies outside the graph (see extend_catalog)
-        self.new_movie_links = 0  # text neighbours a movie outside the graph is linked to (0: isolated)
+        self.new_movie_links = 0  # text neighbours a movie outside the graph is linked to (0: none)
+        self.new_movie_genres = False  # link a movie outside the graph to its genres' nodes
+        self.new_movie_bias = "median"  # a movie outside the graph's bias: "median", or "content" (from its text)
         self.all_movies = self.cand_movie  # the movie of every index row
         self._text_index: ItemIndex | None = None  # the query's text retrieval over the graph's movies
         self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
@@ -239,12 +242,16 @@ class Engine:
         net = self.model.net
         assert net is not None
         keep = ~np.isin(movies["movie_id"].to_numpy(), self.cand_movie)
-        movies, text = movies.filter(pl.Series(keep)), np.asarray(text, dtype=np.float32)[keep]
+        text = np.asarray(text, dtype=np.float32)
+        known = torch.from_numpy(text[~keep])  # candidates' movies, embedded as the new ones are
+        known_bias = self._movie_bias(movies["movie_id"].to_numpy()[~keep])
+        movies, text = movies.filter(pl.Series(keep)), text[keep]
         if movies.height == 0:
             return 0
         ids = movies["movie_id"].to_list()
         x = torch.from_numpy(text)
-        h = net.new_movies(x, k=self.new_movie_links)
+        genres = self._genre_links(movies) if self.new_movie_genres else None
+        h = net.new_movies(x, k=self.new_movie_links, genres=genres)
         table, _ = self.model.precompute()  # movies in the graph keep their graph representation
         node = torch.tensor([self.node_of.get(m, -1) for m in ids])
         in_graph = node >= 0
@@ -256,7 +263,11 @@ class Engine:
             self.info[r["movie_id"]] = {"id": r["movie_id"], "title": display_title(r["title"] or ""),
                                         "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
                                         "poster_path": r.get("poster_path")}
-        cols = [net.item(h), net.bias.detach().median().expand(len(ids), 1)]
+        if self.new_movie_bias == "content" and len(known) > 1:
+            b_new = content_bias(known, known_bias, x).unsqueeze(1)
+        else:
+            b_new = net.bias.detach().median().expand(len(ids), 1)
+        cols = [net.item(h), b_new]
         if self._has_text:
             cols.append(torch.nn.functional.normalize(x, dim=1))
         # one row per movie: [v_j | b_j | x_j], scored by one product with [p | popularity | lambda q]
@@ -266,6 +277,22 @@ class Engine:
         self._facts = None
         self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
         return len(ids)
+
+    def _movie_bias(self, movie_ids: np.ndarray) -> torch.Tensor:
+        """[n] the learned bias of each (candidate) movie: the largest of its candidates'."""
+        net = self.model.net
+        assert net is not None
+        best: dict[int, float] = {}
+        for m, b in zip(self.cand_movie.tolist(), net.bias.detach().tolist()):
+            best[m] = max(b, best.get(m, -np.inf))
+        return torch.tensor([best[int(m)] for m in movie_ids], dtype=torch.float32)
+
+    def _genre_links(self, movies: pl.DataFrame) -> torch.Tensor:
+        """[2, G] (genre node, row of ``movies``): each movie's genres that the graph has a node for."""
+        gix = {g: i for i, g in enumerate(self.graph.meta.get("genres") or [])}
+        pairs = [(gix[g.strip().lower()], r) for r, gs in enumerate(movies["genres"].to_list())
+                 for g in (gs or []) if g and g.strip().lower() in gix]
+        return torch.tensor(pairs, dtype=torch.long).T.reshape(2, -1)
 
     @property
     def catalog_size(self) -> int:
