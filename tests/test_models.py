@@ -490,3 +490,24 @@ def test_featurizer_ranks_named_members_by_recency_and_pooling_can_prefer_the_la
     _, a2 = pool(h, q, qb.batch, recency=qb.recency)
     older = (qb.batch == 0) & (qb.recency >= 1)
     assert float(a2[older].sum()) > 0.99 > float(a0[older].sum())
+
+
+def test_id_dropout_drops_whole_movie_embeddings_in_training_only():
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, dropout=0.0, id_embedding=True, id_dropout=0.5), TEXT_DIM)
+    with torch.no_grad():
+        net.movie_id.weight.normal_()
+    content = net.movie_in(torch.cat([net.movie_text, net.movie_poster * net.has_poster, net.has_poster], 1))
+    net.eval()
+    assert torch.allclose(net.node_inputs()["movie"], content + net.movie_id.weight, atol=1e-6)
+    net.train()
+    kept = []
+    for _ in range(20):
+        x = net.node_inputs()["movie"]
+        full = torch.isclose(x, content + net.movie_id.weight, atol=1e-6).all(1)
+        bare = torch.isclose(x, content, atol=1e-6).all(1)
+        assert bool((full ^ bare).all())  # each movie has all of its embedding or none of it
+        kept.append(full.float())
+    share = float(torch.stack(kept).mean())
+    assert 0.3 < share < 0.7

@@ -111,6 +111,9 @@ class ModelConfig(BaseModel):
     id_embedding: bool = Field(default=True, description="a free embedding per movie node added to its content "
                                                           "input (starts at zero: a movie no example names keeps "
                                                           "its content representation)")
+    id_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="in training, the share of movies whose "
+                              "free embedding is dropped at each encoder pass (DropoutNet): the content path "
+                              "learns to rank movies no example names and movies outside the graph")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "
@@ -251,6 +254,12 @@ class ServeConfig(BaseModel):
     index_rank: int = Field(default=160, ge=0, description="width of the int8 first pass over the extended "
                                                            "catalog (its top singular directions; 0: all "
                                                            "columns); the best rows are re-scored exactly")
+    new_movie_genres: bool = Field(default=False, description="a movie of the extended catalog outside the graph "
+                                   "is linked to its genres' nodes and encoded by the trained GAT (false: its "
+                                   "text alone, an isolated node)")
+    new_movie_bias: str = Field(default="median", pattern="^(median|content)$",
+                                description="its bias: the candidates' median, or regressed on the text of the "
+                                            "graph's movies (content)")
     reply_templates: int = Field(default=0, ge=0, description="at most this many recommender utterances in the "
                                                              "reply index, spread evenly over the dialogues (0: "
                                                              "all; the tests keep it small)")

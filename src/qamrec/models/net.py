@@ -27,7 +27,9 @@ class QAMRecNet(nn.Module):
     r"""The query-aware multi-modal graph recommender.
 
     1. Node inputs: a movie is :math:`\mathbf{W}_m[\mathbf{x}^{text} \| \mathbf{x}^{poster} \| \mathbb{1}_{poster}]`
-       (plus a free embedding :math:`\mathbf{e}_m`, zero at the start, with ``model.id_embedding``);
+       (plus a free embedding :math:`\mathbf{e}_m`, zero at the start, with ``model.id_embedding``; in training
+       it is dropped for a random share ``model.id_dropout`` of the movies at each encoder pass, so the content
+       path learns to rank a movie on its own, as DropoutNet, Volkovs et al. NeurIPS 2017, does for cold start);
        entities, genres and tags are :math:`\mathbf{W}_t \mathbf{x}^{text}`; users and dialogues (no content)
        have learned embeddings.
     2. :class:`~qamrec.models.gat.GATEncoder` over all relations (or a per-type MLP: the no-graph ablation).
@@ -180,7 +182,10 @@ class QAMRecNet(nn.Module):
         m = self.movie_in(self.dropout(torch.cat(parts, dim=1))) if parts else 0
         x["movie"] = m + self.movie_emb.weight if self.movie_emb is not None else m
         if self.movie_id is not None:
-            x["movie"] = x["movie"] + self.movie_id.weight
+            e = self.movie_id.weight
+            if self.training and self.cfg.id_dropout:  # DropoutNet: some movies are seen from content alone
+                e = e * (torch.rand(e.shape[0], 1, device=e.device) >= self.cfg.id_dropout).to(e.dtype)
+            x["movie"] = x["movie"] + e
         for t, lin in self.text_in.items():
             x[t] = lin(self.dropout(getattr(self, f"x_{t}")))
         for t, emb in self.embed.items():

@@ -208,6 +208,8 @@ class Engine:
         engine = cls(model, graph, movies, config.refine, enc.encode, config.raw_dir,
                      name=f"{saved.get('dataset', '?')}:{run.name}")
         engine.config = run_cfg
+        engine.new_movie_genres = config.serve.new_movie_genres
+        engine.new_movie_bias = config.serve.new_movie_bias
         return engine
 
     def replier(self) -> Any:
