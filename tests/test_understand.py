@@ -160,6 +160,12 @@ def test_adjust_orders_by_constraints_and_never_drops_movies():
     assert np.argsort(-adj).tolist()[0] == 0 and len(adj) == 5
     people = facts.adjust(Understanding("x", people=["Tom Hanks"], excluded_people=["Meg Ryan"]), w)
     assert people.tolist() == pytest.approx([w.person, -2 * w.hard, w.person - w.hard, -w.hard, -w.hard])
+    # two wanted kinds: a movie of both gets every_concept more than the sum of the two
+    both = Understanding("x", genres=["comedy", "romance"])
+    base, lifted = facts.adjust(both, w), facts.adjust(both, Weights(every_concept=2.0))
+    assert (lifted - base).tolist() == pytest.approx([0, 2.0, 0, 0, 0])
+    one = Understanding("x", genres=["comedy"])
+    assert facts.adjust(one, Weights(every_concept=2.0)).tolist() == facts.adjust(one, w).tolist()  # one kind: none
 
 
 # ---------------------------------------------------------------------------------------------- real data

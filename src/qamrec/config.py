@@ -219,6 +219,8 @@ class RefineConfig(BaseModel):
                               description="weight of the model's learned popularity bias in served rankings "
                                           "(1: the ranking as trained and evaluated; lower favours the request)")
     min_word_movies: int = Field(default=2, ge=1, description="a word must describe this many candidates")
+    every_concept: float = Field(default=0.0, ge=0.0, description="added to the standardized score of a movie of "
+                                                               "every kind a request wants (two or more kinds)")
 
 
 class ServeConfig(BaseModel):

@@ -42,6 +42,7 @@ class Weights:
     person: float = 2.0
     anchor_genre: float = 1.0  # shares a genre with a movie the request likes
     anchor_genres: float = 1.0  # times the share of that movie's genres it has
+    every_concept: float = 0.0  # more for a movie of every kind the request wants (two or more kinds)
 
 
 class MovieFacts:
@@ -138,9 +139,14 @@ class MovieFacts:
         w = weights or Weights()
         out = np.zeros(self.n, dtype=np.float32)
         by_label = self.concepts
+        every = np.ones(self.n, dtype=bool)
         for label in u.genres:
             c = by_label[label]
-            out += np.float32(w.tag if c.from_tag else w.concept * c.weight) * self.concept(c)
+            kind = self.concept(c)
+            out += np.float32(w.tag if c.from_tag else w.concept * c.weight) * kind
+            every &= kind
+        if len(u.genres) > 1 and w.every_concept:
+            out += np.float32(w.every_concept) * every
         for label in u.excluded:
             out -= np.float32(w.hard) * self.concept(by_label[label])
         for m, _ in u.anchors:

@@ -24,7 +24,7 @@ from qamrec.graph.store import Graph
 from qamrec.models.prior import content_bias
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, ROLES, Query
-from qamrec.serve.constraints import MovieFacts
+from qamrec.serve.constraints import MovieFacts, Weights
 from qamrec.serve.index import ItemIndex
 from qamrec.serve.reasons import movie_reasons, sentence
 from qamrec.serve.refine import Refinement, propagate, suggest
@@ -447,7 +447,7 @@ class Engine:
         if r is not None:
             final[:n_c] += self.refine.weight * r
         if u:
-            final += torch.from_numpy(self.facts.adjust(u))
+            final += torch.from_numpy(self.facts.adjust(u, Weights(every_concept=self.refine.every_concept)))
             if raw is not None:  # the facts lift rows the first pass did not re-score: score the new top exactly
                 top = torch.topk(final, min(len(final), 5 * k + len(banned))).indices
                 final[top] += (self.index.exact(top, qvec) - raw[top]) / sd.clamp(min=1e-6)
