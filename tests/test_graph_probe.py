@@ -114,3 +114,7 @@ def test_answers_scored_as_new_movies():
     assert not torch.allclose(v_iso, v_ind, atol=1e-4)
     assert set(probe_markdown(probe_model(m2, ex, ITEMS), "tiny").split("## ")[-1].split("\n")[0:1]) == {
         "Answers scored as movies outside the graph"}
+    only = probe_model(m2, ex, ITEMS, new_movies_only=True)
+    assert set(only) == {"examples", "full", "as_new_movie"}
+    assert only["as_new_movie"] == probe_model(m2, ex, ITEMS)["as_new_movie"]
+    assert probe_markdown(only, "tiny").count("## ") == 1

@@ -295,9 +295,11 @@ def benchmark_graph_probe(
     out: Annotated[Path, typer.Option(help="folder for graph_probe_<dataset>.{md,json}")] = Path("bench"),
     on: Annotated[str, typer.Option(help="dev (the run's early-stopping examples) or test (its test examples)")]
     = "dev",
+    new_movies_only: Annotated[bool, typer.Option(help="only the answers scored as movies outside the graph")]
+    = False,
 ) -> None:
     """What the trained GAT and pooling use: relations removed at inference, attention entropy, message share,
-    gradient norms per relation, pooling replaced by a mean."""
+    gradient norms per relation, pooling replaced by a mean, answers scored as movies outside the graph."""
     from qamrec.data.crs import load_crs
     from qamrec.eval.graph_probe import probe_markdown, probe_model
     from qamrec.io import atomic_write_json, atomic_write_text
@@ -316,7 +318,8 @@ def benchmark_graph_probe(
         examples = load_crs(dataset, run_cfg).dev
     else:
         examples = _run_test_examples(run, dataset, graph)[0]
-    r = probe_model(model, examples, graph.meta["item_ids"]) | {"run": str(run), "dataset": dataset, "on": on}
+    r = probe_model(model, examples, graph.meta["item_ids"], new_movies_only) | {"run": str(run), "dataset": dataset,
+                                                                                  "on": on}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"graph_probe_{dataset}.json", r)
     md = probe_markdown(r, f"Graph probe: {dataset}, {on} examples of `{run.name}`")

@@ -185,11 +185,17 @@ def _pool_entropy(model: QAMRec, examples: Sequence[CRSExample]) -> dict[str, fl
             "mean_set_size": float(len(qb.batch) / max(len(qb), 1))}
 
 
-def probe_model(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int]) -> dict[str, Any]:
-    """All probes of a fitted QAMRec on ``examples`` (see the module docstring)."""
+def probe_model(model: QAMRec, examples: Sequence[CRSExample], item_ids: Sequence[int],
+                new_movies_only: bool = False) -> dict[str, Any]:
+    """All probes of a fitted QAMRec on ``examples`` (see the module docstring); ``new_movies_only``: only the
+    answers scored as new movies (the other probes take many evaluations)."""
     net = model.net
     assert net is not None, "fit or load the model first"
     out: dict[str, Any] = {"examples": len(examples), "full": _metrics(model, examples, item_ids)}
+    if new_movies_only:
+        out["as_new_movie"] = _as_new_movie(model, examples, item_ids)
+        model._precomputed = None
+        return out
     rels = [et for et in net.edge_types if getattr(net, "ei_" + _name(et)).shape[1]]
     if isinstance(net.encoder, GATEncoder):
         abl = [{"relation": _name(et), "edges": int(getattr(net, "ei_" + _name(et)).shape[1])}
@@ -275,6 +281,18 @@ def _without_metrics(model: QAMRec, net: QAMRecNet, rels: Sequence[tuple[str, st
         return _metrics(model, examples, item_ids)
 
 
+def _pooling_lines(r: dict[str, Any]) -> list[str]:
+    f, pm, pz, pa = r["full"], r["pooling_mean"], r["pooling_zero"], r["pooling_attention"]
+    lines = ["", "## Query-aware pooling", "", "| pooling at inference | R@10 | R@50 | NDCG@10 |", "|---|---|---|---|",
+             f"| trained attention | {f['recall@10']:.4f} | {f['recall@50']:.4f} | {f['ndcg@10']:.4f} |",
+             f"| unweighted mean | {pm['recall@10']:.4f} | {pm['recall@50']:.4f} | {pm['ndcg@10']:.4f} |",
+             f"| none (g = 0) | {pz['recall@10']:.4f} | {pz['recall@50']:.4f} | {pz['ndcg@10']:.4f} |", "",
+             f"Pooling weights: mean set size {pa['mean_set_size']:.1f}; over {pa['queries_set2']:,} sets of 2+, "
+             f"entropy / log size {pa['entropy']:.3f}, largest weight {pa['max_alpha']:.3f}.", "",
+             "## Gradient norms (cross-entropy of up to 512 examples)", "", "| part | ‖∇‖ |", "|---|---|"]
+    return lines + [f"| {k} | {v:.4g} |" for k, v in r["gradient_norms"].items()]
+
+
 def probe_markdown(r: dict[str, Any], title: str) -> str:
     """The probe's result as markdown tables."""
     f = r["full"]
@@ -293,15 +311,8 @@ def probe_markdown(r: dict[str, Any], title: str) -> str:
             ms = f"{a['message_to_self']:.3f}" if "message_to_self" in a else "–"
             lines.append(f"| {a['layer']} | {a['relation']} | {a['edges']:,} | {a['targets_deg2']:,} | "
                          f"{a['entropy']:.3f} | {a['max_alpha']:.3f} | {ms} |")
-    pm, pz, pa = r["pooling_mean"], r["pooling_zero"], r["pooling_attention"]
-    lines += ["", "## Query-aware pooling", "", "| pooling at inference | R@10 | R@50 | NDCG@10 |", "|---|---|---|---|",
-              f"| trained attention | {f['recall@10']:.4f} | {f['recall@50']:.4f} | {f['ndcg@10']:.4f} |",
-              f"| unweighted mean | {pm['recall@10']:.4f} | {pm['recall@50']:.4f} | {pm['ndcg@10']:.4f} |",
-              f"| none (g = 0) | {pz['recall@10']:.4f} | {pz['recall@50']:.4f} | {pz['ndcg@10']:.4f} |", "",
-              f"Pooling weights: mean set size {pa['mean_set_size']:.1f}; over {pa['queries_set2']:,} sets of 2+, "
-              f"entropy / log size {pa['entropy']:.3f}, largest weight {pa['max_alpha']:.3f}.", "",
-              "## Gradient norms (cross-entropy of up to 512 examples)", "", "| part | ‖∇‖ |", "|---|---|"]
-    lines += [f"| {k} | {v:.4g} |" for k, v in r["gradient_norms"].items()]
+    if "pooling_mean" in r:
+        lines += _pooling_lines(r)
     nm = r.get("as_new_movie") or {}
     if nm:
         lines += ["", "## Answers scored as movies outside the graph", "",
