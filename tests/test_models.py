@@ -511,3 +511,29 @@ def test_id_dropout_drops_whole_movie_embeddings_in_training_only():
         kept.append(full.float())
     share = float(torch.stack(kept).mean())
     assert 0.3 < share < 0.7
+
+
+def test_cold_dropout_encodes_some_movies_as_if_outside_the_graph():
+    """In training, a cold movie gets no free embedding and no incoming edge: its representation is what
+    new_movies gives a movie with its text and no link (and no poster, where it has none)."""
+    graph = tiny_graph()
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, id_embedding=True, cold_dropout=0.5)
+    net = QAMRecNet(graph, cfg, TEXT_DIM)
+    with torch.no_grad():
+        net.movie_id.weight.normal_()
+    net.eval()
+    warm = net.encode_nodes()["movie"]
+    isolated = net.new_movies(net.movie_text, k=0)
+    net.train()
+    seed = next(s for s in range(100) if 0 < int((torch.rand(6, generator=torch.Generator().manual_seed(s))
+                                                 < 0.5).sum()) < 6)
+    cold = torch.rand(6, generator=torch.Generator().manual_seed(seed)) < 0.5
+    torch.manual_seed(seed)
+    h = net.encode_nodes()["movie"]
+    no_poster = ~net.has_poster.squeeze(1).bool()
+    assert 0 < int(cold.sum()) < 6
+    assert torch.allclose(h[cold & no_poster], isolated[cold & no_poster], atol=1e-5)
+    assert torch.allclose(net.eval().encode_nodes()["movie"], warm)  # eval: every movie as it is
+    h.sum().backward()  # and the renumbering of the graph's own edges was not replaced by the masked ones
+    assert torch.allclose(net.eval().encode_nodes()["movie"], warm)

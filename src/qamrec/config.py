@@ -114,6 +114,9 @@ class ModelConfig(BaseModel):
     id_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="in training, the share of movies whose "
                               "free embedding is dropped at each encoder pass (DropoutNet): the content path "
                               "learns to rank movies no example names and movies outside the graph")
+    cold_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="in training, the share of movies made "
+                                "cold at each encoder pass: no free embedding, no incoming edge, as a movie "
+                                "outside the graph is encoded (DropoutNet at the node level)")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "

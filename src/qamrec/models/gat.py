@@ -93,12 +93,14 @@ class GATEncoder(nn.Module):
         return src, dst, torch.stack([src_inv, dst_inv])
 
     def relation(self, layer: int, et: EdgeType, x_dict: dict[str, Tensor], edge_index: Tensor,
-                 edge_attr: Tensor | None, trace: dict[str, Any] | None = None) -> tuple[Tensor, Tensor]:
+                 edge_attr: Tensor | None, trace: dict[str, Any] | None = None,
+                 cache: bool = True) -> tuple[Tensor, Tensor]:
         """Messages of relation ``et`` in ``layer``: (target node ids, their aggregated messages).
 
         With ``trace`` (a dict), the attention coefficients ``alpha`` [E, heads] and the edge index renumbered
-        into the target nodes ``local_dst`` [E] are stored in it (for :mod:`qamrec.eval.graph_probe`)."""
-        src, dst, local = self._subgraph(et, edge_index)
+        into the target nodes ``local_dst`` [E] are stored in it (for :mod:`qamrec.eval.graph_probe`).
+        ``cache=False``: edges that are not the graph's (renumbered, not cached)."""
+        src, dst, local = self._subgraph(et, edge_index) if cache else self._renumber(edge_index)
         conv = self.convs[layer]["__".join(et)]
         x = (x_dict[et[0]][src], x_dict[et[2]][dst])
         if trace is None:
@@ -110,12 +112,13 @@ class GATEncoder(nn.Module):
     def forward(self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor],
                 edge_attr_dict: dict[EdgeType, Tensor] | None = None,
                 trace: dict[tuple[int, EdgeType], dict[str, Any]] | None = None,
-                states: list[dict[str, Tensor]] | None = None) -> dict[str, Tensor]:
+                states: list[dict[str, Tensor]] | None = None, cache: bool = True) -> dict[str, Tensor]:
         """Node representations after every layer (same shapes as ``x_dict``).
 
         ``trace`` (optional) receives, per (layer, relation), what :meth:`relation` records, and per
         (layer, node type) under ``(layer, ("root", t, t))`` the self term ``msg``. ``states`` (optional, a
-        list) receives each layer's input ``x_dict`` (for :meth:`inductive`)."""
+        list) receives each layer's input ``x_dict`` (for :meth:`inductive`). ``cache=False``: the edges are not
+        the graph's own (e.g. some removed in training), so their renumbering is not cached."""
         edge_attr_dict = edge_attr_dict or {}
         for layer, (root, norm) in enumerate(zip(self.roots, self.norms)):
             if states is not None:
@@ -128,7 +131,7 @@ class GATEncoder(nn.Module):
                 if ei.shape[1] == 0:
                     continue
                 rec = trace.setdefault((layer, et), {}) if trace is not None else None
-                dst, msg = self.relation(layer, et, x_dict, ei, edge_attr_dict.get(et), rec)
+                dst, msg = self.relation(layer, et, x_dict, ei, edge_attr_dict.get(et), rec, cache)
                 out[et[2]] = out[et[2]].index_add(0, dst, msg)
             new = {}
             for t, x in x_dict.items():

@@ -172,7 +172,9 @@ class QAMRecNet(nn.Module):
         return self.gate.project([getattr(self, f"mod_x_{k}") for k in range(self.gate.n_modalities)])
 
     # ----------------------------------------------------------------- graph side
-    def node_inputs(self) -> dict[str, Tensor]:
+    def node_inputs(self, cold: Tensor | None = None) -> dict[str, Tensor]:
+        """Every node type's input representations; ``cold`` [n_movies] bool: movies seen without their free
+        embedding (training only)."""
         x: dict[str, Tensor] = {}
         parts = []
         if self.cfg.text_features:
@@ -185,6 +187,8 @@ class QAMRecNet(nn.Module):
             e = self.movie_id.weight
             if self.training and self.cfg.id_dropout:  # DropoutNet: some movies are seen from content alone
                 e = e * (torch.rand(e.shape[0], 1, device=e.device) >= self.cfg.id_dropout).to(e.dtype)
+            if cold is not None:
+                e = e * (~cold).unsqueeze(1).to(e.dtype)
             x["movie"] = x["movie"] + e
         for t, lin in self.text_in.items():
             x[t] = lin(self.dropout(getattr(self, f"x_{t}")))
@@ -193,13 +197,26 @@ class QAMRecNet(nn.Module):
         return x
 
     def encode_nodes(self, trace: dict | None = None, states: list | None = None) -> dict[str, Tensor]:
-        """Representations of every node after the encoder (``trace``, ``states``: see :class:`GATEncoder`)."""
-        x = self.node_inputs()
+        """Representations of every node after the encoder (``trace``, ``states``: see :class:`GATEncoder`).
+
+        In training with ``model.cold_dropout``, a random share of the movies are made cold for this pass: no
+        free embedding and no incoming edge, as a movie outside the graph is encoded (DropoutNet at the node
+        level), so the item side learns to rank such a movie from its content."""
+        cold = None
+        if self.training and self.cfg.cold_dropout and self.movie_text.shape[0]:
+            cold = torch.rand(self.movie_text.shape[0], device=self.movie_text.device) < self.cfg.cold_dropout
+        x = self.node_inputs(cold)
         if isinstance(self.encoder, GATEncoder):
             ei = {et: getattr(self, "ei_" + "__".join(et)) for et in self.edge_types}
             ea = {et: getattr(self, "ea_" + "__".join(et)) for et in self.edge_types
                   if hasattr(self, "ea_" + "__".join(et))}
-            return self.encoder(x, ei, ea, trace, states)
+            if cold is not None:
+                for et in [et for et in ei if et[2] == "movie"]:
+                    keep = ~cold[ei[et][1]]
+                    ei[et] = ei[et][:, keep]
+                    if et in ea:
+                        ea[et] = ea[et][keep]
+            return self.encoder(x, ei, ea, trace, states, cache=cold is None)
         return {t: v + self.encoder[t](v) for t, v in x.items()}
 
     @torch.no_grad()
