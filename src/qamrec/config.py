@@ -222,7 +222,8 @@ class RefineConfig(BaseModel):
                               description="weight of the model's learned popularity bias in served rankings "
                                           "(1: the ranking as trained and evaluated; lower favours the request)")
     min_word_movies: int = Field(default=2, ge=1, description="a word must describe this many candidates")
-    every_concept: float = Field(default=0.0, ge=0.0, description="added to the standardized score of a movie of "
+    # chosen on generated requests of seed 1 (0: precision@10 0.949 on two-genre requests, 1: 0.966, 2: 0.966)
+    every_concept: float = Field(default=1.0, ge=0.0, description="added to the standardized score of a movie of "
                                                                "every kind a request wants (two or more kinds)")
 
 
