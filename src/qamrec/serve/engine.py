@@ -233,11 +233,14 @@ class Engine:
         ``"int8"`` reads a quarter of the memory and re-scores its best rows exactly; ``rank`` narrows its first
         pass to the matrix's top singular directions, 0 keeps every column). A movie in the graph that
         is not a candidate keeps its graph representation; one outside it is encoded from its text as an
-        isolated node, or with ``new_movie_links = k > 0`` linked to its ``k`` nearest graph movies by text and
-        encoded inductively by the trained GAT (:meth:`~qamrec.models.net.QAMRecNet.new_movies`; on INSPIRED dev
-        that ranked held-out answers lower: ``benchmark graph-probe``). Their bias is the candidates' median; they
-        carry no words, so reasons and refinements come from the graph's candidates. A later call replaces the
-        earlier extension.
+        isolated node, or linked and encoded inductively by the trained GAT
+        (:meth:`~qamrec.models.net.QAMRecNet.new_movies`): with ``new_movie_links = k > 0`` to its ``k`` nearest
+        graph movies by text, with ``new_movie_genres`` to its genres' nodes. Its bias is the candidates' median,
+        or with ``new_movie_bias = "content"`` regressed on the text of the graph's movies as this extension
+        embeds them (:func:`~qamrec.models.prior.content_bias`). None of these links ranked dev answers scored as
+        new movies higher (``benchmark graph-probe --new-movies-only``), so the defaults are off. They carry no
+        words, so reasons and refinements come from the graph's candidates. A later call replaces the earlier
+        extension.
         With ``"int8"`` the query's text retrieval over the graph's movies is scored the same way.
         Returns the number of movies added.
         """
