@@ -136,6 +136,7 @@ class Engine:
         popularity: dict[int, float] = {}  # movie -> its best candidate's learned popularity (ties of titles)
         for m, b in zip(self.cand_movie.tolist(), bias.tolist()):
             popularity[m] = max(b, popularity.get(m, -np.inf))
+        self._popularity = popularity
         self.titles = TitleIndex(self.movie_ids, self.info, self.columns, popularity)
         self._facts: MovieFacts | None = None  # built on the first request (extend_catalog drops them)
         self._parser: RequestParser | None = None
@@ -285,12 +286,7 @@ class Engine:
 
     def _movie_bias(self, movie_ids: np.ndarray) -> torch.Tensor:
         """[n] the learned bias of each (candidate) movie: the largest of its candidates'."""
-        net = self.model.net
-        assert net is not None
-        best: dict[int, float] = {}
-        for m, b in zip(self.cand_movie.tolist(), net.bias.detach().tolist()):
-            best[m] = max(b, best.get(m, -np.inf))
-        return torch.tensor([best[int(m)] for m in movie_ids], dtype=torch.float32)
+        return torch.tensor([self._popularity[int(m)] for m in movie_ids], dtype=torch.float32)
 
     def _genre_links(self, movies: pl.DataFrame) -> torch.Tensor:
         """[2, G] (genre node, row of ``movies``): each movie's genres that the graph has a node for."""
