@@ -237,14 +237,14 @@ def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Seque
     rows = torch.arange(len(usable))
     cand = net.candidates
     same = cand[gold].unsqueeze(1) == cand.unsqueeze(0)  # [B, C] candidates naming the answer's movie
-    median = net.bias.median()
+    bias = net.bias.detach()
+    median = bias.median()
     out: dict[str, Any] = {"examples": len(usable)}
     text = net.movie_text[cand]
     genres = _candidate_genres(net)
     variants = [("graph", None, False), ("isolated", 0, False), ("inductive", None, False)]
     if genres is not None:
         variants += [("genres", 0, True), ("inductive_genres", None, True)]
-    bias = net.bias.detach()
     predicted = torch.empty_like(bias)  # each candidate's bias predicted from its text, by 5 folds of movies
     for f in range(5):
         held = cand % 5 == f
@@ -265,7 +265,7 @@ def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Seque
 
 def _candidate_genres(net: QAMRecNet) -> Tensor | None:
     """[2, G] (genre node, candidate index): each candidate's genres in the graph, or None without them."""
-    rel = next((et for et in net.edge_types if et[0] == "genre" and et[2] == "movie"), None)
+    rel = net.genre_relation
     if rel is None:
         return None
     of: dict[int, list[int]] = defaultdict(list)

@@ -185,11 +185,11 @@ class QAMRecNet(nn.Module):
         x["movie"] = m + self.movie_emb.weight if self.movie_emb is not None else m
         if self.movie_id is not None:
             e = self.movie_id.weight
+            drop = cold
             if self.training and self.cfg.id_dropout:  # DropoutNet: some movies are seen from content alone
-                e = e * (torch.rand(e.shape[0], 1, device=e.device) >= self.cfg.id_dropout).to(e.dtype)
-            if cold is not None:
-                e = e * (~cold).unsqueeze(1).to(e.dtype)
-            x["movie"] = x["movie"] + e
+                lost = torch.rand(e.shape[0], device=e.device) < self.cfg.id_dropout
+                drop = lost if drop is None else drop | lost
+            x["movie"] = x["movie"] + (e if drop is None else e * (~drop).unsqueeze(1).to(e.dtype))
         for t, lin in self.text_in.items():
             x[t] = lin(self.dropout(getattr(self, f"x_{t}")))
         for t, emb in self.embed.items():
@@ -259,12 +259,16 @@ class QAMRecNet(nn.Module):
                 src.append(nb[keep])
                 dst.append(torch.arange(s, s + len(nb)).unsqueeze(1).expand_as(nb)[keep])
             links[rel] = torch.stack([torch.cat(src), torch.cat(dst)]) if src else torch.zeros(2, 0, dtype=torch.long)
-        genre_rel = next((et for et in self.edge_types if et[0] == "genre" and et[2] == "movie"), None)
-        if genres is not None and genre_rel is not None:
-            links[genre_rel] = genres.long()
+        if genres is not None and self.genre_relation is not None:
+            links[self.genre_relation] = genres.long()
         states: list[dict[str, Tensor]] = []
         self.encode_nodes(states=states)
         return self.encoder.inductive(states, x, "movie", links)
+
+    @property
+    def genre_relation(self) -> tuple[str, str, str] | None:
+        """The graph's genre -> movie relation (how a movie reads its genres), or None without genres."""
+        return next((et for et in self.edge_types if et[0] == "genre" and et[2] == "movie"), None)
 
     def items(self, h: dict[str, Tensor]) -> Tensor:
         """Candidate representations [n_candidates, hidden]."""

@@ -250,7 +250,7 @@ class Engine:
         keep = ~np.isin(movies["movie_id"].to_numpy(), self.cand_movie)
         text = np.asarray(text, dtype=np.float32)
         known = torch.from_numpy(text[~keep])  # candidates' movies, embedded as the new ones are
-        known_bias = self._movie_bias(movies["movie_id"].to_numpy()[~keep])
+        known_ids = movies["movie_id"].to_numpy()[~keep]
         movies, text = movies.filter(pl.Series(keep)), text[keep]
         if movies.height == 0:
             return 0
@@ -270,7 +270,7 @@ class Engine:
                                         "year": r["year"], "genres": [g for g in (r["genres"] or []) if g],
                                         "poster_path": r.get("poster_path")}
         if self.new_movie_bias == "content" and len(known) > 1:
-            b_new = content_bias(known, known_bias, x).unsqueeze(1)
+            b_new = content_bias(known, self._movie_bias(known_ids), x).unsqueeze(1)
         else:
             b_new = net.bias.detach().median().expand(len(ids), 1)
         cols = [net.item(h), b_new]
