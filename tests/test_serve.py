@@ -335,3 +335,31 @@ def test_reasons_name_only_movies_the_request_named(small_engine):
     named = {r["label"] for m in res.movies for r in m["reasons"] if r["kind"] == "movie"}
     assert named <= {next(a["label"] for a in res.attended if a["kind"] == "movie" and a["label"].startswith(
         liked["title"].split(" (")[0]))}
+
+
+def test_engine_adds_the_co_mention_memory_of_the_named_movies(small_engine):
+    """With a large memory weight the first recommendation for "like X" is the movie most often named with X
+    in the training dialogues (the model's score, QAMRecNet.score, has the same term)."""
+    import copy
+
+    import numpy as np
+
+    from qamrec.models.query import Query
+
+    e = copy.copy(small_engine)
+    e.refine = e.refine.model_copy(update={"popularity": 1.0, "mode": "none"})
+    mem = e.model.net.memory
+    assert mem is not None and mem.table._nnz() > 0
+    table = mem.table.to_dense().numpy()
+    top2 = -np.sort(-table, axis=1)[:, :2]
+    node = int(np.argmax(np.where(top2[:, 0] > top2[:, 1] + 1e-3, top2[:, 0], 0)))  # one clear neighbour
+    movie = int(e.model.graph.meta["movie_ids"][node])
+    neighbour = int(e.cand_movie[int(table[node].argmax())])
+    old = float(mem.weight)
+    try:
+        mem.weight.fill_(1e4)
+        got = e.recommend("something good", k=5, anchors=[movie], understand=False).movies
+        model_top = [m for m, _ in e.model.recommend(Query("something good", movies=(movie,)), k=5) if m != movie]
+    finally:
+        mem.weight.fill_(old)
+    assert got[0]["id"] == neighbour == model_top[0]

@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["BENCHMARK_HELDOUT", "DataConfig", "FeatureConfig", "GraphConfig", "MSCRSConfig",
-           "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
+__all__ = ["BENCHMARK_HELDOUT", "LEGACY_MODEL_SETTINGS", "DataConfig", "FeatureConfig", "GraphConfig",
+           "MSCRSConfig", "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
            "Config", "load_config"]
 
 
@@ -89,6 +89,12 @@ class MSCRSConfig(BaseModel):
                                                       "free item / entity embeddings (not in MSCRS)")
 
 
+#: what a model saved before these settings existed did (not always today's default): loading an old run and
+#: deciding whether it can be reused read its missing settings from here
+LEGACY_MODEL_SETTINGS: dict[str, Any] = {"shared_bias": False, "pool_roles": False, "id_embedding": False,
+                                         "attention": "gat", "pool_recency": 0, "comention": False}
+
+
 class ModelConfig(BaseModel):
     """The query-aware GAT recommender and its ablations."""
 
@@ -117,6 +123,11 @@ class ModelConfig(BaseModel):
     cold_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="in training, the share of movies made "
                                 "cold at each encoder pass: no free embedding, no incoming edge, as a movie "
                                 "outside the graph is encoded (DropoutNet at the node level)")
+    comention: bool = Field(default=True, description="add an item-to-item memory of the training dialogues' "
+                            "co-mentions with the movies the query names, its weight chosen on dev after training "
+                            "(models/memory.py)")
+    comention_train: bool = Field(default=False, description="learn the co-mention memory's weight in training, "
+                                  "each example's own dialogue left out of the memory (then chosen on dev again)")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "
@@ -266,6 +277,8 @@ class ServeConfig(BaseModel):
     new_movie_bias: str = Field(default="median", pattern="^(median|content)$",
                                 description="its bias: the candidates' median, or regressed on the text of the "
                                             "graph's movies (content)")
+    comention: bool = Field(default=True, description="add the model's co-mention memory (model.comention, with "
+                            "the weight chosen on dev) for the movies a request names (false: the model without it)")
     reply_templates: int = Field(default=0, ge=0, description="at most this many recommender utterances in the "
                                                              "reply index, spread evenly over the dialogues (0: "
                                                              "all; the tests keep it small)")

@@ -31,17 +31,20 @@ def demo(
     """The main job end to end: data, graph, a trained model (cached), recommendations, the web page."""
     from qamrec.data.registry import dataset_names
     from qamrec.train.run import RUN_FILES, test_summary
+    from qamrec.train.rundir import reusable_run
 
     c = cfg()
     fetch_datasets(dataset_names(), from_)
     prepare_datasets(None)
     print_catalog(catalog_summary())
     run = c.runs_dir / "default"
-    if all((run / f).exists() for f in RUN_FILES):
+    tc = c.model_copy(update={"train": c.train.model_copy(update={"epochs": min(c.train.epochs, epochs)})})
+    complete = all((run / f).exists() for f in RUN_FILES)
+    if complete and reusable_run(run, tc, dataset, "qamrec") is not None:
         console.print(f"using the trained model in {run} (delete it to train again)")
     else:
-        console.print(f"training the demo model on {dataset} (once; it is cached in {run})")
-        tc = c.model_copy(update={"train": c.train.model_copy(update={"epochs": min(c.train.epochs, epochs)})})
+        again = " again: the cached one was trained with other settings" if complete else ""
+        console.print(f"training the demo model on {dataset}{again} (once; it is cached in {run})")
         m = run_training(dataset, run, "qamrec", True, tc)
         console.print(test_summary(m))
     engine = load_run_engine(run)

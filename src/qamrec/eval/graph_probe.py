@@ -239,6 +239,9 @@ def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Seque
     same = cand[gold].unsqueeze(1) == cand.unsqueeze(0)  # [B, C] candidates naming the answer's movie
     bias = net.bias.detach()
     median = bias.median()
+    # a movie outside the graph was never mentioned with anything: the co-mention memory adds nothing to it
+    memory = (net.memory(qb.anchors, qb.anchor_batch, len(usable)) if net.memory is not None and net.memory.active
+              else torch.zeros_like(real))
     out: dict[str, Any] = {"examples": len(usable)}
     text = net.movie_text[cand]
     genres = _candidate_genres(net)
@@ -254,7 +257,7 @@ def _as_new_movie(model: QAMRec, examples: Sequence[CRSExample], item_ids: Seque
             s_gold = {"": real[rows, gold]}
         else:
             v = net.item(net.new_movies(text, k=k, exclude=cand, genres=genres if with_genres else None))
-            s = (net.score(p, v, qb) - bias)[rows, gold]
+            s = (net.score(p, v, qb) - bias - memory)[rows, gold]
             s_gold = {"": s + median, "+content_bias": s + predicted[gold]}
         for suffix, sg in s_gold.items():
             rank = ((real > sg.unsqueeze(1)) & ~same).sum(dim=1)

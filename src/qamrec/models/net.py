@@ -9,6 +9,7 @@ from qamrec.config import ModelConfig
 from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.gat import GATEncoder
+from qamrec.models.memory import CoMention
 from qamrec.models.modality import ModalityGate
 from qamrec.models.pooling import QueryAwarePooling
 from qamrec.models.prior import ItemPrior, prior_features
@@ -46,7 +47,10 @@ class QAMRecNet(nn.Module):
        \cos(\mathbf{x}^{text}_{query}, \mathbf{x}^{text}_{m(j)})`; the last term (a learned weight on the
        frozen text similarity, off without text features) lets training start from text retrieval, and
        :math:`\beta` is added for candidates the query itself mentions (recommenders often come back to a
-       movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers).
+       movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers). With ``model.comention``,
+       :class:`~qamrec.models.memory.CoMention` adds :math:`w \sum_{a} \hat C_{a\,m(j)}`: how often the movies
+       the query names were mentioned with candidate :math:`j` in the training dialogues (:math:`w` chosen on
+       dev after training).
     6. With ``model.modality_gate``, the MSMRec-style mixture of semantic modalities (Yu et al.) inside the
        scorer (:class:`~qamrec.models.modality.ModalityGate`, conditioned on the query's preference
        :math:`\mathbf{p}`): each candidate's frozen modality embeddings (plot, cast, crew, genres, tags: the
@@ -123,6 +127,8 @@ class QAMRecNet(nn.Module):
         if cfg.id_embedding and self.movie_emb is None:
             self.movie_id = nn.Embedding(n_movies, h)
             nn.init.zeros_(self.movie_id.weight)
+        #: the co-mention memory (``model.comention``): weight 0 in training, chosen on dev afterwards
+        self.memory: CoMention | None = CoMention(graph) if cfg.comention else None
 
     @property
     def bias(self) -> Tensor:
@@ -307,6 +313,8 @@ class QAMRecNet(nn.Module):
             bonus = torch.zeros_like(s)
             bonus[qb.mentioned_batch, qb.mentioned] = 1.0
             s = s + self.mention_bonus * bonus
+        if self.memory is not None and self.memory.active:
+            s = s + self.memory(qb.anchors, qb.anchor_batch, s.shape[0])
         return s, alpha
 
     def forward(self, qb: QueryBatch, h: dict[str, Tensor] | None = None) -> Tensor:

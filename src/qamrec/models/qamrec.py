@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from qamrec.config import ModelConfig, TrainConfig
+from qamrec.config import LEGACY_MODEL_SETTINGS, ModelConfig, TrainConfig
 from qamrec.data.crs import CRSData
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
@@ -54,6 +54,8 @@ class QAMRec(Recommender):
         self.net: QAMRecNet | None = None
         self.history = TrainHistory()
         self._precomputed: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: the co-mention memory's weight and each tried weight's dev metrics (set by :meth:`fit`)
+        self.comention: dict[str, Any] | None = None
 
     def _setup(self, graph: Graph) -> None:
         self.graph = graph
@@ -75,10 +77,60 @@ class QAMRec(Recommender):
             self._pretrain(pretrain, dev_q, crs, graph.meta["item_ids"])
         # start the item biases at log popularity among the training examples
         self.net.init_bias(torch.bincount(gold, minlength=len(graph.meta["item_ids"])).float())  # type: ignore[union-attr]
+        memory = self.net.memory  # type: ignore[union-attr]
+        extra = None
+        if memory is not None and self.model_cfg.comention_train:
+            extra = self._memory_in_training(crs, train_q, gold, graph.meta["item_ids"])
         self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
-                               self.train_cfg, self.seed, on_epoch, seen_items={e.item for e in crs.train})
+                               self.train_cfg, self.seed, on_epoch, seen_items={e.item for e in crs.train},
+                               extra=extra)
         self._precomputed = None
+        if memory is not None:
+            memory.weight.requires_grad_(False)
+            if crs.dev:
+                self.comention = self._choose_memory(dev_q, crs, graph.meta["item_ids"])
         return self
+
+    def _memory_in_training(self, crs: CRSData, train_q: QueryBatch, gold: torch.Tensor,
+                            item_ids: Sequence[int]) -> Callable[[torch.Tensor, QueryBatch], torch.Tensor]:
+        """``model.comention_train``: the memory's weight becomes a parameter (from 16, at 100x the learning
+        rate), and each training example's memory term leaves out its own dialogue (the movies its dialogue's
+        examples name or answer with), which the graph's co-mentions hold (:meth:`CoMention.leave_out`)."""
+        memory = self.net.memory  # type: ignore[union-attr]
+        col = {e: j for j, e in enumerate(item_ids)}
+        train = [e for e in crs.train if e.item in col]  # as training_data keeps them, in order
+        gold_node = self.net.candidates[gold].tolist()  # type: ignore[union-attr]
+        own: dict[int, set[int]] = {}
+        for e, m in zip(train, gold_node):
+            own.setdefault(e.dialogue, set()).add(m)
+        for a, b in zip(train_q.anchors.tolist(), train_q.anchor_batch.tolist()):
+            own[train[b].dialogue].add(a)
+        owed = memory.leave_out(train_q.anchors, train_q.anchor_batch, [own[e.dialogue] for e in train])
+        with torch.no_grad():
+            memory.weight.fill_(16.0)
+        memory.weight.requires_grad_(True)
+        memory.weight.lr_scale = 100.0  # type: ignore[attr-defined]
+
+        def extra(idx: torch.Tensor, batch: QueryBatch) -> torch.Tensor:
+            term = memory.term(batch.anchors, batch.anchor_batch, len(idx)) - owed.index_select(0, idx).to_dense()
+            return memory.weight * term
+
+        return extra
+
+    def _choose_memory(self, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Set the co-mention memory's weight on the dev examples (:meth:`CoMention.choose`; with
+        ``model.comention_train`` the learned weight is one of those tried)."""
+        memory = self.net.memory  # type: ignore[union-attr]
+        learned = float(memory.weight)
+        with torch.no_grad():
+            memory.weight.fill_(0.0)
+        base = self.score_batch(dev_q)
+        term = memory.term(dev_q.anchors, dev_q.anchor_batch, len(dev_q)).numpy()
+        grid = sorted(set(memory.GRID) | ({learned} if self.model_cfg.comention_train else set()))
+        rows = memory.choose(base, term, crs.dev, item_ids, grid)
+        self._precomputed = None
+        return {"weight": float(memory.weight), "dev": rows} | (
+            {"learned": learned} if self.model_cfg.comention_train else {})
 
     def _pretrain(self, pre: Pretraining, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> None:
         """Fit the network on the pseudo-requests (kept: the best epoch by dev NDCG@10), or load the cached
@@ -144,9 +196,7 @@ class QAMRec(Recommender):
         if encode_text is None:
             raise ValueError("QAMRec.load needs the text encoder the model was trained with")
         # settings added later default to what the model was trained with before they existed
-        legacy = {"shared_bias": False, "pool_roles": False, "id_embedding": False, "attention": "gat",
-                  "pool_recency": 0}
-        settings = legacy | meta["model"]
+        settings = LEGACY_MODEL_SETTINGS | meta["model"]
         model = cls(ModelConfig(**settings), TrainConfig(**meta["train"]), encode_text, meta["seed"])
         model._setup(graph)
         model.net.load_state_dict(load_file(str(folder / "model.safetensors")))  # type: ignore[union-attr]

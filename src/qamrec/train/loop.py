@@ -73,15 +73,21 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: QueryBatch,
             dev_examples: Sequence[CRSExample], item_ids: Sequence[int], cfg: TrainConfig, seed: int,
             on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
-            seen_items: Collection[int] | None = None) -> TrainHistory:
+            seen_items: Collection[int] | None = None,
+            extra: Callable[[Tensor, QueryBatch], Tensor] | None = None) -> TrainHistory:
     """Train ``net`` in place; it ends with the weights of the best dev epoch.
 
     ``on_epoch`` gets each epoch's row once that epoch's checkpoint (if any) is on disk. With ``seen_items``
     (the training targets) each row also has the dev recall@50 of the examples whose answer is none of them.
+    ``extra(idx, batch)`` is added to the training scores of the examples ``idx``; a parameter with an
+    ``lr_scale`` attribute learns at that multiple of the learning rate, without weight decay.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fast = [p for p in net.parameters() if getattr(p, "lr_scale", None) is not None and p.requires_grad]
+    groups = [{"params": [p for p in net.parameters() if all(p is not f for f in fast)]}]
+    groups += [{"params": [p], "lr_scale": p.lr_scale, "weight_decay": 0.0} for p in fast]  # type: ignore[attr-defined]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = TrainHistory()
     best_state = copy.deepcopy(net.state_dict())
     bad, first, stopped, before = 0, 1, False, 0.0
@@ -105,13 +111,16 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         for step, idx in enumerate(torch.randperm(len(train_q), generator=gen).split(cfg.batch_size)):
             lr = cfg.lr * lr_factor(cfg, (epoch - 1) * n_batches + step, cfg.epochs * n_batches)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             if step % cfg.graph_every == 0:  # a full pass with gradients through the graph encoder
                 h = net.encode_nodes()
                 history = {t: v.detach() for t, v in h.items()} if isinstance(h, dict) else h.detach()
             else:  # the last pass's node representations: the query side, items and biases still learn
                 h = history  # type: ignore[assignment]
-            scores = net(subset(train_q, idx), h)
+            sub = subset(train_q, idx)
+            scores = net(sub, h)
+            if extra is not None:  # a term the net's score leaves out in training (the co-mention memory)
+                scores = scores + extra(idx, sub)
             loss = torch.nn.functional.cross_entropy(scores, train_gold[idx]) + net.regularizer()
             opt.zero_grad()
             loss.backward()

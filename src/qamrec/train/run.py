@@ -152,6 +152,10 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         model = model.fit(crs, graph, on_epoch=on_epoch, **({"pretrain": pre} if pre is not None else {}))
     if pre is not None:
         log(f"pretraining: {'cached' if pre.cached else f'{pre.seconds:.0f} s'}")
+    if (memory := getattr(model, "comention", None)) is not None:
+        row = next(r for r in memory["dev"] if r["weight"] == memory["weight"])
+        log(f"co-mention memory: weight {memory['weight']:g} (dev NDCG@10 {memory['dev'][0]['ndcg@10']:.4f} -> "
+            f"{row['ndcg@10']:.4f}, recall@10 {memory['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
     model.train_targets = sorted({e.item for e in crs.train})  # type: ignore[attr-defined]
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
@@ -162,7 +166,7 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "history": hist.epochs if hist else [], "best_epoch": hist.best_epoch if hist else None,
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
         "n_train_dialogues": crs.n_train_dialogues, "train_targets": model.train_targets,  # type: ignore[attr-defined]
-        "resumed_from_epoch": ckpt.resumed_from,
+        "resumed_from_epoch": ckpt.resumed_from, "comention": getattr(model, "comention", None),
         "pretrain": None if pre is None else {"examples": len(pre.texts), **pre.counts, "epochs": pre.epochs,
                                               "seconds": round(pre.seconds, 1), "cached": pre.cached},
     }

@@ -1,0 +1,183 @@
+"""CoMention: an item-to-item memory of the training dialogues, added to the model's scores."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from qamrec.eval.evaluate import metrics_from_ranks
+from qamrec.eval.metrics import NDCG, as_ranks, ranks_of
+from qamrec.eval.protocol import CRSExample
+from qamrec.graph.store import Graph
+
+__all__ = ["CoMention", "MENTIONS", "co_mention_table"]
+
+#: the graph relation whose co-occurrences the memory counts
+MENTIONS = ("dialogue", "mentions", "movie")
+
+
+class CoMention(nn.Module):
+    r"""How often the movies a query names were mentioned with each candidate in the training dialogues:
+
+    .. math::
+        s_j \mathrel{+}= w \sum_{a \in A(q)} \frac{C_{a\,m(j)}}{\sqrt{d_a\, d_{m(j)}}}, \qquad
+        C = M^\top M - \operatorname{diag}, \quad d_a = \sum_{j} C_{a\,m(j)},
+
+    with :math:`M` the dialogue x movie mention matrix of the graph (training dialogues only),
+    :math:`A(q)` the movies the query names and :math:`m(j)` candidate :math:`j`'s movie (the normalisation
+    of item-based collaborative filtering, Sarwar et al., WWW 2001; the ``cooccurrence`` baseline's first term).
+
+    A graph model with a few dozen dimensions per movie does not memorise which of thousands of movies are
+    named together; this sparse memory does, at the cost of one sparse product per batch. Its weight
+    :math:`w` is not learned by gradient: a training example's own dialogue is in the graph, so the memory
+    would always hold its answer and training would learn to trust it too much. It stays 0 in training and is
+    chosen afterwards on the dev examples, whose dialogues the graph does not have (:meth:`choose`). With
+    ``model.comention_train`` it is learned with the rest, each training example's term without what its own
+    dialogue put in the table (:meth:`leave_out`), and then chosen on dev again.
+    """
+
+    #: the weights :meth:`choose` tries (0: the model alone)
+    GRID = (0.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        n = int(graph.data["movie"].num_nodes)
+        cands = torch.tensor(graph.meta["candidates"], dtype=torch.long)
+        self.n_movies, self.n_candidates = n, len(cands)
+        table, deg = co_mention_table(graph)
+        (rows, cols), vals = table.indices(), table.values()
+        # the table as CSR arrays: a query's term gathers its named movies' rows, no sparse product
+        self.register_buffer("row_ptr", torch.cat([torch.zeros(1, dtype=torch.long),
+                                                   torch.bincount(rows, minlength=n).cumsum(0)]), persistent=False)
+        self.register_buffer("cols", cols.contiguous(), persistent=False)
+        self.register_buffer("vals", vals.contiguous(), persistent=False)
+        self.register_buffer("deg", deg, persistent=False)
+        self.node_cols: dict[int, list[int]] = {}  # movie node -> its candidate columns
+        for j, m in enumerate(cands.tolist()):
+            self.node_cols.setdefault(m, []).append(j)
+        #: w; a parameter so that ``model.comention_train`` can learn it (else it has no gradient)
+        self.weight = nn.Parameter(torch.tensor(0.0), requires_grad=False)
+
+    @property
+    def table(self) -> Tensor:
+        """``[n_movies, n_candidates]`` (sparse COO) the normalised co-mentions :math:`\\hat C`."""
+        rows = torch.repeat_interleave(torch.arange(self.n_movies), self.row_ptr.diff())
+        return torch.sparse_coo_tensor(torch.stack([rows, self.cols]), self.vals, (self.n_movies, self.n_candidates),
+                                       check_invariants=False).coalesce()
+
+    @property
+    def active(self) -> bool:
+        """Whether the scores get the memory: a weight, co-mentions, and eval mode (training adds the term
+        itself, without each example's own dialogue: :meth:`leave_out`)."""
+        return not self.training and bool(self.weight != 0) and self.vals.numel() > 0
+
+    def leave_out(self, anchors: Tensor, anchor_batch: Tensor, own: Sequence[set[int]]) -> Tensor:
+        r"""``[len(own), n_candidates]`` (sparse) what each query's own dialogue adds to its :meth:`term`:
+        :math:`\min(\hat C_{a\,m},\, 1 / \sqrt{d_a d_m})` for each named movie :math:`a` and each other movie
+        :math:`m` of the dialogue (``own[b]``: movie nodes), one co-mention of the pair (degrees kept)."""
+        n_c = self.n_candidates
+        rows_of = torch.repeat_interleave(torch.arange(self.n_movies), self.row_ptr.diff())
+        keys = rows_of * n_c + self.cols  # row-major, sorted: the table was coalesced
+        rows, a_s, cols, ms = [], [], [], []
+        for a, b in zip(anchors.tolist(), anchor_batch.tolist()):
+            for m in own[b]:
+                if m != a:
+                    for j in self.node_cols.get(m, ()):
+                        rows.append(b), a_s.append(a), cols.append(j), ms.append(m)
+        if not rows:
+            return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (len(own), n_c))
+        a_t, j_t, m_t = torch.tensor(a_s), torch.tensor(cols), torch.tensor(ms)
+        q = a_t * n_c + j_t
+        pos = torch.searchsorted(keys, q).clamp(max=max(len(keys) - 1, 0))
+        found = keys[pos] == q
+        value = torch.where(found, self.vals[pos], torch.zeros(()))
+        one = 1.0 / (self.deg[a_t] * self.deg[m_t]).sqrt()
+        return torch.sparse_coo_tensor(torch.stack([torch.tensor(rows), j_t]), torch.minimum(value, one),
+                                       (len(own), n_c), check_invariants=False).coalesce()
+
+    def term(self, anchors: Tensor, anchor_batch: Tensor, batch_size: int) -> Tensor:
+        r"""``[batch_size, n_candidates]`` the unweighted sums :math:`\sum_{a \in A(q)} \hat C_{a\,m(j)}`."""
+        out = torch.zeros(batch_size, self.n_candidates)
+        if not anchors.numel():
+            return out
+        start = self.row_ptr[anchors]
+        length = self.row_ptr[anchors + 1] - start
+        total = int(length.sum())
+        if total:
+            first = torch.cumsum(length, 0) - length  # where each anchor's row begins in the gathered list
+            at = torch.arange(total) - torch.repeat_interleave(first - start, length)
+            out.index_put_((torch.repeat_interleave(anchor_batch, length), self.cols[at]), self.vals[at],
+                           accumulate=True)
+        return out
+
+    def forward(self, anchors: Tensor, anchor_batch: Tensor, batch_size: int) -> Tensor:
+        """``[batch_size, n_candidates]`` what the memory adds to the scores (its weight times :meth:`term`)."""
+        return self.weight * self.term(anchors, anchor_batch, batch_size)
+
+    @torch.no_grad()
+    def choose(self, base: np.ndarray, term: np.ndarray, examples: Sequence[CRSExample],
+               item_ids: Sequence[int], grid: Sequence[float] = GRID) -> list[dict[str, float]]:
+        r"""Set the weight to the one of ``grid`` with the best NDCG@10 of ``base + w * term`` on ``examples``
+        (ties: the smaller weight), unless its per-example NDCG@10 gain over :math:`w = 0` is at most one
+        standard error (:math:`\bar d \le s_d / \sqrt{n}`): then 0, the model alone. Returns each weight's dev
+        recall@10 / recall@50 / NDCG@10 and its gain's standard error."""
+        col = {e: j for j, e in enumerate(item_ids)}
+        gold = np.array([col.get(e.item, -1) for e in examples], dtype=np.int64)
+        ndcg = NDCG(10)
+        rows, per = [], {}
+        for w in grid:
+            ranks = ranks_of(base + np.float32(w) * term, gold)
+            m = metrics_from_ranks(ranks, (10, 50))
+            per[w] = ndcg.score(as_ranks(ranks))
+            rows.append({"weight": float(w), **{k: float(m[k]) for k in ("recall@10", "recall@50", "ndcg@10")}})
+        zero = per.get(0.0, np.zeros(len(examples)))
+        for r in rows:
+            d = per[r["weight"]] - zero
+            r["gain_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        best = max(rows, key=lambda r: (r["ndcg@10"], -r["weight"]))
+        gain = best["ndcg@10"] - next((r["ndcg@10"] for r in rows if r["weight"] == 0.0), 0.0)
+        self.weight.fill_(best["weight"] if gain > best["gain_se"] else 0.0)
+        return rows
+
+def co_mention_table(graph: Graph) -> tuple[Tensor, Tensor]:
+    """``[n_movies, n_candidates]`` (sparse) the normalised co-mentions :math:`\\hat C` of :class:`CoMention`,
+    and each movie's degree :math:`d` over the candidate columns (at least 1)."""
+    data = graph.data
+    n = int(data["movie"].num_nodes)
+    cands = torch.tensor(graph.meta["candidates"], dtype=torch.long)
+    if MENTIONS in data.edge_types and data[MENTIONS].edge_index.numel():
+        ei = data[MENTIONS].edge_index
+        m = torch.sparse_coo_tensor(ei, torch.ones(ei.shape[1]), (int(data["dialogue"].num_nodes), n),
+                                    check_invariants=False).coalesce()
+        m = torch.sparse_coo_tensor(m.indices(), torch.ones(m.values().shape), m.shape,
+                                    check_invariants=False).coalesce()  # 0/1
+        with warnings.catch_warnings():  # torch warns that its sparse-sparse product uses CSR, "in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            co = torch.sparse.mm(m.t().coalesce(), m).coalesce()  # [movie, movie] co-mentions
+        (a, b), v = co.indices(), co.values()
+        col = torch.full((n,), -1, dtype=torch.long)
+        col[cands] = torch.arange(len(cands))  # a movie two candidates name keeps one of them here
+        keep = (a != b) & (col[b] >= 0)
+        a, b, v = a[keep], b[keep], v[keep]
+        deg = torch.zeros(n).index_add_(0, a, v).clamp(min=1.0)  # a movie named only with non-candidates: 0
+        v = v / (deg[a] * deg[b]).sqrt()
+        # every candidate column of movie b (the UniCRS entity space names some films twice)
+        rows, cols, vals = [a], [col[b]], [v]
+        twice = torch.bincount(cands, minlength=n) > 1
+        for j in twice[cands].nonzero().view(-1).tolist():
+            if col[cands[j]] != j:
+                hit = b == cands[j]
+                rows.append(a[hit])
+                cols.append(torch.full((int(hit.sum()),), j, dtype=torch.long))
+                vals.append(v[hit])
+        idx = torch.stack([torch.cat(rows), torch.cat(cols)])
+        table = torch.sparse_coo_tensor(idx, torch.cat(vals), (n, len(cands)), check_invariants=False)
+    else:
+        table = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (n, len(cands)),
+                                        check_invariants=False)
+        deg = torch.ones(n)
+    return table.coalesce(), deg
