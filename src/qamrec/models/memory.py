@@ -32,7 +32,7 @@ class CoMention(nn.Module):
     of item-based collaborative filtering, Sarwar et al., WWW 2001; the ``cooccurrence`` baseline's first term).
 
     A graph model with a few dozen dimensions per movie does not memorise which of thousands of movies are
-    named together; this sparse memory does, at the cost of one sparse product per batch. Its weight
+    named together; this sparse memory does, at the cost of gathering a few rows per query. Its weight
     :math:`w` is not learned by gradient: a training example's own dialogue is in the graph, so the memory
     would always hold its answer and training would learn to trust it too much. It stays 0 in training and is
     chosen afterwards on the dev examples, whose dialogues the graph does not have (:meth:`choose`). With
@@ -142,6 +142,7 @@ class CoMention(nn.Module):
         gain = best["ndcg@10"] - next((r["ndcg@10"] for r in rows if r["weight"] == 0.0), 0.0)
         self.weight.fill_(best["weight"] if gain > best["gain_se"] else 0.0)
         return rows
+
 
 def co_mention_table(graph: Graph) -> tuple[Tensor, Tensor]:
     """``[n_movies, n_candidates]`` (sparse) the normalised co-mentions :math:`\\hat C` of :class:`CoMention`,
