@@ -62,12 +62,15 @@ class CoMention(nn.Module):
         #: w; a parameter so that ``model.comention_train`` can learn it (else it has no gradient)
         self.weight = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 
+    def _rows(self) -> Tensor:
+        """The row (movie node) of every stored entry, as the COO table has them."""
+        return torch.repeat_interleave(torch.arange(self.n_movies), self.row_ptr.diff())
+
     @property
     def table(self) -> Tensor:
         """``[n_movies, n_candidates]`` (sparse COO) the normalised co-mentions :math:`\\hat C`."""
-        rows = torch.repeat_interleave(torch.arange(self.n_movies), self.row_ptr.diff())
-        return torch.sparse_coo_tensor(torch.stack([rows, self.cols]), self.vals, (self.n_movies, self.n_candidates),
-                                       check_invariants=False).coalesce()
+        return torch.sparse_coo_tensor(torch.stack([self._rows(), self.cols]), self.vals,
+                                       (self.n_movies, self.n_candidates), check_invariants=False).coalesce()
 
     @property
     def active(self) -> bool:
@@ -80,8 +83,7 @@ class CoMention(nn.Module):
         :math:`\min(\hat C_{a\,m},\, 1 / \sqrt{d_a d_m})` for each named movie :math:`a` and each other movie
         :math:`m` of the dialogue (``own[b]``: movie nodes), one co-mention of the pair (degrees kept)."""
         n_c = self.n_candidates
-        rows_of = torch.repeat_interleave(torch.arange(self.n_movies), self.row_ptr.diff())
-        keys = rows_of * n_c + self.cols  # row-major, sorted: the table was coalesced
+        keys = self._rows() * n_c + self.cols  # row-major, sorted: the table was coalesced
         rows, a_s, cols, ms = [], [], [], []
         for a, b in zip(anchors.tolist(), anchor_batch.tolist()):
             for m in own[b]:

@@ -23,7 +23,7 @@ from qamrec.train.checkpoint import checkpointing
 from qamrec.train.loop import TrainHistory, fit_net
 from qamrec.train.pretrain import Pretraining
 
-__all__ = ["QAMRec", "example_query", "training_data"]
+__all__ = ["QAMRec", "example_query", "targeted_examples", "training_data"]
 
 TextFn = Callable[[list[str]], np.ndarray]
 
@@ -38,9 +38,15 @@ def training_data(featurize: Callable[[Sequence[Query]], QueryBatch], crs: CRSDa
     """The training queries whose target is a candidate, their targets' columns in ``item_ids``, and the dev
     queries, each featurized by ``featurize``."""
     col = {e: j for j, e in enumerate(item_ids)}
-    train = [e for e in crs.train if e.item in col]
+    train = targeted_examples(crs.train, item_ids)
     gold = torch.tensor([col[e.item] for e in train], dtype=torch.long)
     return featurize([example_query(e) for e in train]), gold, featurize([example_query(e) for e in crs.dev])
+
+
+def targeted_examples(examples: Sequence[CRSExample], item_ids: Sequence[int]) -> list[CRSExample]:
+    """The examples whose target is a candidate (``item_ids``), in order: those :func:`training_data` trains on."""
+    items = set(item_ids)
+    return [e for e in examples if e.item in items]
 
 
 class QAMRec(Recommender):
@@ -80,7 +86,7 @@ class QAMRec(Recommender):
         memory = self.net.memory  # type: ignore[union-attr]
         extra = None
         if memory is not None and self.model_cfg.comention_train:
-            extra = self._memory_in_training(crs, train_q, gold, graph.meta["item_ids"])
+            extra = self._memory_in_training(targeted_examples(crs.train, graph.meta["item_ids"]), train_q, gold)
         self.history = fit_net(self.net, train_q, gold, dev_q, crs.dev, graph.meta["item_ids"],  # type: ignore[arg-type]
                                self.train_cfg, self.seed, on_epoch, seen_items={e.item for e in crs.train},
                                extra=extra)
@@ -91,14 +97,12 @@ class QAMRec(Recommender):
                 self.comention = self._choose_memory(dev_q, crs, graph.meta["item_ids"])
         return self
 
-    def _memory_in_training(self, crs: CRSData, train_q: QueryBatch, gold: torch.Tensor,
-                            item_ids: Sequence[int]) -> Callable[[torch.Tensor, QueryBatch], torch.Tensor]:
+    def _memory_in_training(self, train: Sequence[CRSExample], train_q: QueryBatch,
+                            gold: torch.Tensor) -> Callable[[torch.Tensor, QueryBatch], torch.Tensor]:
         """``model.comention_train``: the memory's weight becomes a parameter (from 16, at 100x the learning
         rate), and each training example's memory term leaves out its own dialogue (the movies its dialogue's
         examples name or answer with), which the graph's co-mentions hold (:meth:`CoMention.leave_out`)."""
         memory = self.net.memory  # type: ignore[union-attr]
-        col = {e: j for j, e in enumerate(item_ids)}
-        train = [e for e in crs.train if e.item in col]  # as training_data keeps them, in order
         gold_node = self.net.candidates[gold].tolist()  # type: ignore[union-attr]
         own: dict[int, set[int]] = {}
         for e, m in zip(train, gold_node):
