@@ -41,8 +41,10 @@ def prepared_home(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -
     return home
 
 
-#: settings of the small trained model the service tests share (a light graph: no MovieLens users)
-SMALL_RUN_SETTINGS = ["graph.ratings=", "train.epochs=2", "train.patience=2", "serve.reply_templates=3000"]
+#: settings of the small trained model the service tests share (a light graph: no MovieLens users; the
+#: neighbour vote on, so that the service's path through it is tested)
+SMALL_RUN_SETTINGS = ["graph.ratings=", "train.epochs=2", "train.patience=2", "serve.reply_templates=3000",
+                      "model.neighbours=true"]
 
 
 @pytest.fixture(scope="session")

@@ -108,18 +108,20 @@ def test_fit_chooses_the_weight_on_dev_and_the_saved_model_keeps_it(tmp_path: Pa
 
 
 @pytest.mark.parametrize("flag", [True, False])
-def test_a_model_saved_before_the_memory_loads_without_it(tmp_path: Path, flag: bool):
+@pytest.mark.parametrize("setting,module", [("comention", "memory"), ("neighbours", "neighbours")])
+def test_a_model_saved_before_a_post_training_term_loads_without_it(tmp_path: Path, flag: bool, setting: str,
+                                                                   module: str):
     import json
 
-    m = QAMRec(ModelConfig(hidden=8, heads=2, retrieved=0, comention=flag), TrainConfig(), fake_text, 0)
+    m = QAMRec(ModelConfig(hidden=8, heads=2, retrieved=0, **{setting: flag}), TrainConfig(), fake_text, 0)
     m._setup(_graph())
     m.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
     if not flag:  # as written before the setting existed
-        del meta["model"]["comention"]
+        del meta["model"][setting]
         (tmp_path / "model.json").write_text(json.dumps(meta))
     back = QAMRec.load(tmp_path, _graph(), fake_text)
-    assert (back.net.memory is not None) == flag
+    assert (getattr(back.net, module) is not None) == flag
 
 
 def test_leave_out_removes_one_co_mention_of_the_queries_own_dialogue():

@@ -363,3 +363,32 @@ def test_engine_adds_the_co_mention_memory_of_the_named_movies(small_engine):
     finally:
         mem.weight.fill_(old)
     assert got[0]["id"] == neighbour == model_top[0]
+
+
+def test_the_service_adds_the_models_neighbour_vote_unless_switched_off(small_engine):
+    import copy
+
+    import torch
+
+    from qamrec.models.query import Query
+
+    votes = small_engine.model.net.neighbours
+    assert votes is not None and len(votes) > 100  # the small run's training examples are stored
+    e = copy.copy(small_engine)
+    text = "something to watch with my kids this weekend"
+    qb = e.model.featurizer([Query(text)], text=e._embed(text))
+    term = votes.term(qb.text, qb.anchors, qb.anchor_batch)[0]
+    top = int(e.cand_movie[int(term.argmax())])
+    kept = float(votes.weight)
+    try:
+        with torch.no_grad():
+            votes.weight.fill_(1000.0)  # the vote decides the first place
+        assert e.recommend(text, k=3, understand=False).movies[0]["id"] == top
+        e.neighbours = False
+        off = [m["id"] for m in e.recommend(text, k=3, understand=False).movies]
+        with torch.no_grad():
+            votes.weight.fill_(0.0)
+        assert off == [m["id"] for m in e.recommend(text, k=3, understand=False).movies]
+    finally:
+        with torch.no_grad():
+            votes.weight.fill_(kept)

@@ -92,7 +92,8 @@ class MSCRSConfig(BaseModel):
 #: what a model saved before these settings existed did (not always today's default): loading an old run and
 #: deciding whether it can be reused read its missing settings from here
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"shared_bias": False, "pool_roles": False, "id_embedding": False,
-                                         "attention": "gat", "pool_recency": 0, "comention": False}
+                                         "attention": "gat", "pool_recency": 0, "comention": False,
+                                         "neighbours": False}
 
 
 class ModelConfig(BaseModel):
@@ -128,6 +129,10 @@ class ModelConfig(BaseModel):
                             "(models/memory.py)")
     comention_train: bool = Field(default=False, description="learn the co-mention memory's weight in training, "
                                   "each example's own dialogue left out of the memory (then chosen on dev again)")
+    neighbours: bool = Field(default=False, description="add a vote of the training examples whose contexts are "
+                             "most like the query, for their answers, its weight chosen on dev after training "
+                             "(models/neighbours.py; off: its dev gain did not hold on ReDial's test, README)")
+    neighbours_k: int = Field(default=200, ge=1, description="training examples voting in model.neighbours")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "
                                                        "features (MovieLens ratings, dialogue mentions) and text, "
@@ -279,6 +284,8 @@ class ServeConfig(BaseModel):
                                             "graph's movies (content)")
     comention: bool = Field(default=True, description="add the model's co-mention memory (model.comention, with "
                             "the weight chosen on dev) for the movies a request names (false: the model without it)")
+    neighbours: bool = Field(default=True, description="add the model's neighbour vote (model.neighbours, with "
+                             "the setting chosen on dev) for every request (false: the model without it)")
     reply_templates: int = Field(default=0, ge=0, description="at most this many recommender utterances in the "
                                                              "reply index, spread evenly over the dialogues (0: "
                                                              "all; the tests keep it small)")

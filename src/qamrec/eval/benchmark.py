@@ -35,6 +35,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("qamrec", "qamrec", what="full model"),
     Variant("mscrs", "mscrs", what="MSCRS re-implemented (semantic graphs + R-GCN; no LM prompt learning)"),
     Variant("no_comention", "qamrec", ("model.comention=false",), "without the co-mention memory"),
+    Variant("neighbours", "qamrec", ("model.neighbours=true",), "+ the training examples' neighbour vote"),
     Variant("no_posters", "qamrec", ("model.poster_features=false", "graph.poster_knn=0"), "no poster features/kNN"),
     Variant("no_text", "qamrec", ("model.text_features=false", "graph.text_knn=0"),
             "no movie text features/kNN (learned movie embeddings)"),

@@ -9,8 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qamrec.eval.evaluate import metrics_from_ranks
-from qamrec.eval.metrics import NDCG, as_ranks, ranks_of
+from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 
@@ -123,26 +122,14 @@ class CoMention(nn.Module):
     @torch.no_grad()
     def choose(self, base: np.ndarray, term: np.ndarray, examples: Sequence[CRSExample],
                item_ids: Sequence[int], grid: Sequence[float] = GRID) -> list[dict[str, float]]:
-        r"""Set the weight to the one of ``grid`` with the best NDCG@10 of ``base + w * term`` on ``examples``
-        (ties: the smaller weight), unless its per-example NDCG@10 gain over :math:`w = 0` is at most one
-        standard error (:math:`\bar d \le s_d / \sqrt{n}`): then 0, the model alone. Returns each weight's dev
-        recall@10 / recall@50 / NDCG@10 and its gain's standard error."""
-        col = {e: j for j, e in enumerate(item_ids)}
-        gold = np.array([col.get(e.item, -1) for e in examples], dtype=np.int64)
-        ndcg = NDCG(10)
-        rows, per = [], {}
-        for w in grid:
-            ranks = ranks_of(base + np.float32(w) * term, gold)
-            m = metrics_from_ranks(ranks, (10, 50))
-            per[w] = ndcg.score(as_ranks(ranks))
-            rows.append({"weight": float(w), **{k: float(m[k]) for k in ("recall@10", "recall@50", "ndcg@10")}})
-        zero = per.get(0.0, np.zeros(len(examples)))
-        for r in rows:
-            d = per[r["weight"]] - zero
-            r["gain_se"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        best = max(rows, key=lambda r: (r["ndcg@10"], -r["weight"]))
-        gain = best["ndcg@10"] - next((r["ndcg@10"] for r in rows if r["weight"] == 0.0), 0.0)
-        self.weight.fill_(best["weight"] if gain > best["gain_se"] else 0.0)
+        r"""Set the weight to the one of ``grid`` (its first: the reference, normally 0) with the best NDCG@10 of
+        ``base + w * term`` on ``examples`` (ties: the earlier), unless its per-example NDCG@10 gain over the
+        first is at most one standard error (:math:`\bar d \le s_d / \sqrt{n}`): then the first
+        (:func:`~qamrec.eval.choice.dev_choice`). Returns each weight's dev recall@10 / recall@50 / NDCG@10 and
+        its gain's standard error."""
+        rows, best = dev_choice([({"weight": float(w)}, base + np.float32(w) * term) for w in grid], examples,
+                                item_ids)
+        self.weight.fill_(rows[best]["weight"])
         return rows
 
 

@@ -10,6 +10,7 @@ from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.gat import GATEncoder
 from qamrec.models.memory import CoMention
+from qamrec.models.neighbours import ContextNeighbours
 from qamrec.models.modality import ModalityGate
 from qamrec.models.pooling import QueryAwarePooling
 from qamrec.models.prior import ItemPrior, prior_features
@@ -50,7 +51,8 @@ class QAMRecNet(nn.Module):
        movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers). With ``model.comention``,
        :class:`~qamrec.models.memory.CoMention` adds :math:`w \sum_{a} \hat C_{a\,m(j)}`: how often the movies
        the query names were mentioned with candidate :math:`j` in the training dialogues (:math:`w` chosen on
-       dev after training).
+       dev after training). With ``model.neighbours``, :class:`~qamrec.models.neighbours.ContextNeighbours`
+       adds the answers of the training examples whose contexts are most like the query's (chosen alike).
     6. With ``model.modality_gate``, the MSMRec-style mixture of semantic modalities (Yu et al.) inside the
        scorer (:class:`~qamrec.models.modality.ModalityGate`, conditioned on the query's preference
        :math:`\mathbf{p}`): each candidate's frozen modality embeddings (plot, cast, crew, genres, tags: the
@@ -129,6 +131,9 @@ class QAMRecNet(nn.Module):
             nn.init.zeros_(self.movie_id.weight)
         #: the co-mention memory (``model.comention``): weight 0 in training, chosen on dev afterwards
         self.memory: CoMention | None = CoMention(graph) if cfg.comention else None
+        #: the training examples' vote (``model.neighbours``): stored and weighed on dev after training
+        self.neighbours: ContextNeighbours | None = (
+            ContextNeighbours(n_movies, len(self.candidates), cfg.neighbours_k) if cfg.neighbours else None)
 
     @property
     def bias(self) -> Tensor:
@@ -315,6 +320,8 @@ class QAMRecNet(nn.Module):
             s = s + self.mention_bonus * bonus
         if self.memory is not None and self.memory.active:
             s = s + self.memory(qb.anchors, qb.anchor_batch, s.shape[0])
+        if self.neighbours is not None and self.neighbours.active:
+            s = s + self.neighbours(qb.text, qb.anchors, qb.anchor_batch)
         return s, alpha
 
     def forward(self, qb: QueryBatch, h: dict[str, Tensor] | None = None) -> Tensor:

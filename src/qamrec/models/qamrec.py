@@ -62,6 +62,8 @@ class QAMRec(Recommender):
         self._precomputed: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the co-mention memory's weight and each tried weight's dev metrics (set by :meth:`fit`)
         self.comention: dict[str, Any] | None = None
+        #: the neighbour vote's setting and each tried setting's dev metrics (set by :meth:`fit`)
+        self.neighbours: dict[str, Any] | None = None
 
     def _setup(self, graph: Graph) -> None:
         self.graph = graph
@@ -95,6 +97,16 @@ class QAMRec(Recommender):
             memory.weight.requires_grad_(False)
             if crs.dev:
                 self.comention = self._choose_memory(dev_q, crs, graph.meta["item_ids"])
+        if (votes := self.net.neighbours) is not None:  # type: ignore[union-attr]
+            votes.remember(train_q.text, gold, train_q.anchors, train_q.anchor_batch)
+            if crs.dev:  # after the memory: the vote is weighed against the model with its memory
+                base = self.score_batch(dev_q)
+                rows = votes.choose(base, dev_q.text, dev_q.anchors, dev_q.anchor_batch, crs.dev,
+                                    graph.meta["item_ids"])
+                kind = ("both" if bool(votes.both) else "text") if float(votes.weight) else "none"
+                self.neighbours = {"kind": kind, "weight": float(votes.weight),
+                                   "k": votes.k, "examples": len(votes), "dev": rows}
+                self._precomputed = None
         return self
 
     def _memory_in_training(self, train: Sequence[CRSExample], train_q: QueryBatch,

@@ -128,6 +128,7 @@ class Engine:
         self.new_movie_genres = False  # link a movie outside the graph to its genres' nodes
         self.new_movie_bias = "median"  # a movie outside the graph's bias: "median", or "content" (from its text)
         self.comention = True  # add the model's co-mention memory, if it has one (serve.comention)
+        self.neighbours = True  # add the model's neighbour vote, if it has one (serve.neighbours)
         self.all_movies = self.cand_movie  # the movie of every index row
         self._text_index: ItemIndex | None = None  # the query's text retrieval over the graph's movies
         self.words = word_graph(graph, {m: i["year"] for m, i in self.info.items()}, self.refine.min_word_movies)
@@ -213,6 +214,7 @@ class Engine:
         engine.new_movie_genres = config.serve.new_movie_genres
         engine.new_movie_bias = config.serve.new_movie_bias
         engine.comention = config.serve.comention
+        engine.neighbours = config.serve.neighbours
         return engine
 
     def replier(self) -> Any:
@@ -443,6 +445,8 @@ class Engine:
             s[qb.mentioned] += net.mention_bonus
         if self.comention and net.memory is not None and net.memory.active:  # QAMRecNet.score's co-mention term
             s[:n_c] += net.memory(qb.anchors, qb.anchor_batch, 1)[0]
+        if self.neighbours and net.neighbours is not None and net.neighbours.active:  # QAMRecNet.score's vote
+            s[:n_c] += net.neighbours(qb.text, qb.anchors, qb.anchor_batch)[0]
         gated = self._add_gate(p, s, n_c) if self._gate is not None else None  # the modality gate (_add_gate)
         sd, mu = torch.std_mean(s)
         final = (s - mu) / sd.clamp(min=1e-6)  # standardized, so that feedback labels have a common scale
