@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,9 +14,10 @@ from qamrec.eval.protocol import CRSExample
 __all__ = ["dev_choice"]
 
 
-def dev_choice(settings: Sequence[tuple[dict[str, Any], np.ndarray]], examples: Sequence[CRSExample],
+def dev_choice(settings: Iterable[tuple[dict[str, Any], np.ndarray]], examples: Sequence[CRSExample],
                item_ids: Sequence[int]) -> tuple[list[dict[str, Any]], int]:
-    r"""Each setting's dev recall@10 / recall@50 / NDCG@10 from its scores ``[len(examples), len(item_ids)]``,
+    r"""Each setting's dev recall@10 / recall@50 / NDCG@10 from its scores ``[len(examples), len(item_ids)]``
+    (read one at a time: ``settings`` may be a generator),
     and the index of the one to keep: the best NDCG@10 (ties: the earlier), unless its per-example gain
     :math:`d` over the first setting (the reference, e.g. weight 0) is at most one standard error,
     :math:`\bar d \le s_d / \sqrt{n}`: then the first. Each row has its gain's standard error ``gain_se``."""

@@ -127,7 +127,7 @@ class CoMention(nn.Module):
         first is at most one standard error (:math:`\bar d \le s_d / \sqrt{n}`): then the first
         (:func:`~qamrec.eval.choice.dev_choice`). Returns each weight's dev recall@10 / recall@50 / NDCG@10 and
         its gain's standard error."""
-        rows, best = dev_choice([({"weight": float(w)}, base + np.float32(w) * term) for w in grid], examples,
+        rows, best = dev_choice((({"weight": float(w)}, base + np.float32(w) * term) for w in grid), examples,
                                 item_ids)
         self.weight.fill_(rows[best]["weight"])
         return rows

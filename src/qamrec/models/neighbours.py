@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -131,11 +132,11 @@ class ContextNeighbours(nn.Module):
         """Set ``both`` and the weight to the setting of (``text``, ``both``) x :data:`GRID` with the best dev
         NDCG@10 of ``base + w * term`` (:func:`~qamrec.eval.choice.dev_choice`: 0 unless the gain is more than
         one standard error). Returns each setting's dev metrics."""
-        settings: list[tuple[dict[str, Any], np.ndarray]] = [({"kind": "none", "weight": 0.0}, base)]
-        for both in (False, True):
-            t = self.term(text, anchors, anchor_batch, both=both).numpy()
-            settings += [({"kind": "both" if both else "text", "weight": float(w)}, base + np.float32(w) * t)
-                         for w in self.GRID if w]
+        terms = {kind: self.term(text, anchors, anchor_batch, both=kind == "both").numpy()
+                 for kind in ("text", "both")}
+        settings = chain([({"kind": "none", "weight": 0.0}, base)],
+                         (({"kind": kind, "weight": float(w)}, base + np.float32(w) * t)
+                          for kind, t in terms.items() for w in self.GRID if w))  # one setting's scores at a time
         rows, best = dev_choice(settings, examples, item_ids)
         self.both.fill_(rows[best]["kind"] == "both")
         self.weight.fill_(rows[best]["weight"])
