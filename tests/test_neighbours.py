@@ -80,7 +80,7 @@ def test_choose_keeps_a_vote_that_points_at_the_dev_answers_and_drops_one_that_d
 
 
 def test_fit_weighs_the_vote_on_dev_and_the_saved_model_keeps_it(tmp_path: Path):
-    # dev asks what training asked, but the model is trained two epochs only: the vote knows the answers
+    # dev asks what training asked; the model barely trains (one epoch, a tiny rate): the vote knows the answers
     ex = lambda i, text, item: CRSExample(i, 0, (text,), (), item, "")  # noqa: E731
     pairs = [("scary one", 900), ("funny one", 901), ("sad one", 902), ("space one", 903)]
     crs = SimpleNamespace(train=[ex(i, *pairs[i % 4]) for i in range(16)],
