@@ -13,7 +13,7 @@ from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 
-__all__ = ["CoMention", "MENTIONS", "co_mention_table"]
+__all__ = ["CoMention", "MENTIONS", "co_mention_table", "csr_gather"]
 
 #: the graph relation whose co-occurrences the memory counts
 MENTIONS = ("dialogue", "mentions", "movie")
@@ -105,14 +105,9 @@ class CoMention(nn.Module):
         out = torch.zeros(batch_size, self.n_candidates)
         if not anchors.numel():
             return out
-        start = self.row_ptr[anchors]
-        length = self.row_ptr[anchors + 1] - start
-        total = int(length.sum())
-        if total:
-            first = torch.cumsum(length, 0) - length  # where each anchor's row begins in the gathered list
-            at = torch.arange(total) - torch.repeat_interleave(first - start, length)
-            out.index_put_((torch.repeat_interleave(anchor_batch, length), self.cols[at]), self.vals[at],
-                           accumulate=True)
+        at, owner = csr_gather(self.row_ptr, anchors)
+        if at.numel():
+            out.index_put_((anchor_batch[owner], self.cols[at]), self.vals[at], accumulate=True)
         return out
 
     def forward(self, anchors: Tensor, anchor_batch: Tensor, batch_size: int) -> Tensor:
@@ -131,6 +126,16 @@ class CoMention(nn.Module):
                                 item_ids)
         self.weight.fill_(rows[best]["weight"])
         return rows
+
+
+def csr_gather(row_ptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Where every stored entry of ``rows`` lies in a CSR layout with ``row_ptr`` ([n_rows + 1]), in order, and
+    for each entry the position in ``rows`` it was gathered for (no Python loop over the rows)."""
+    start = row_ptr[rows]
+    length = row_ptr[rows + 1] - start
+    first = torch.cumsum(length, 0) - length  # where each row begins in the gathered list
+    at = torch.arange(int(length.sum())) - torch.repeat_interleave(first - start, length)
+    return at, torch.repeat_interleave(torch.arange(len(rows)), length)
 
 
 def co_mention_table(graph: Graph) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
+from qamrec.models.memory import csr_gather
 
 __all__ = ["ContextNeighbours"]
 
@@ -87,13 +88,9 @@ class ContextNeighbours(nn.Module):
             return out
         pairs = torch.unique(anchor_batch * self.n_movies + anchors)  # each named movie once per query
         b, a = pairs // self.n_movies, pairs % self.n_movies
-        start, length = self.inv_ptr[a], self.inv_ptr[a + 1] - self.inv_ptr[a]
-        total = int(length.sum())
-        if total:
-            first = torch.cumsum(length, 0) - length
-            at = torch.arange(total) - torch.repeat_interleave(first - start, length)
-            out.index_put_((torch.repeat_interleave(b, length), self.inv_rows[at]), torch.ones(total),
-                           accumulate=True)
+        at, owner = csr_gather(self.inv_ptr, a)
+        if at.numel():
+            out.index_put_((b[owner], self.inv_rows[at]), torch.ones(at.numel()), accumulate=True)
         if self._sizes is None:
             self._sizes = torch.bincount(self.inv_rows, minlength=n).float()
         q_size = torch.bincount(b, minlength=batch_size).float()
