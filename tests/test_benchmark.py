@@ -76,3 +76,19 @@ def test_a_run_saved_before_a_setting_existed_is_reused_as_its_default(tmp_path:
     saved["train"]["retired_setting"] = 1  # a setting since removed: not comparable
     (run / "config.json").write_text(json.dumps(saved))
     assert reusable_run(run, config, "inspired", "qamrec") is None
+
+
+def test_the_finetuned_text_row_trains_every_seed_on_one_encoder(tmp_path: Path):
+    config = load_config([], home=tmp_path / "home")
+    trained: list[str] = []
+    train, evaluate = _fake(trained)
+    encoder = tmp_path / "out" / "encoders" / "inspired-seeds0-1"
+    encoder.mkdir(parents=True)
+    (encoder / ".finetune.json").write_text("{}")  # made by an earlier run: reused, not fine-tuned again
+    res = run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=["finetuned_text"],
+                            log=lambda s: None, seeds=(0, 1))
+    assert set(res) == {"finetuned_text"} and len(trained) == 2
+    for seed in (0, 1):
+        saved = json.loads((tmp_path / "out" / "runs" / f"inspired-finetuned_text-seed{seed}" / "config.json")
+                           .read_text())
+        assert saved["features"]["text_model"] == str(encoder.resolve()) and saved["seed"] == seed

@@ -26,6 +26,8 @@ class Variant:
     overrides: tuple[str, ...] = ()
     what: str = ""
     datasets: tuple[str, ...] = ()  # only for these datasets (all when empty)
+    #: the text encoder fine-tuned on the training answers of every seed (:mod:`qamrec.train.text_finetune`)
+    finetune_text: bool = False
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -36,6 +38,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("mscrs", "mscrs", what="MSCRS re-implemented (semantic graphs + R-GCN; no LM prompt learning)"),
     Variant("no_comention", "qamrec", ("model.comention=false",), "without the co-mention memory"),
     Variant("neighbours", "qamrec", ("model.neighbours=true",), "+ the training examples' neighbour vote"),
+    Variant("finetuned_text", "qamrec", (), "+ the text encoder fine-tuned on the training answers",
+            finetune_text=True),
     Variant("no_posters", "qamrec", ("model.poster_features=false", "graph.poster_knn=0"), "no poster features/kNN"),
     Variant("no_text", "qamrec", ("model.text_features=false", "graph.text_knn=0"),
             "no movie text features/kNN (learned movie embeddings)"),
@@ -100,6 +104,21 @@ def bar_chart(rows: dict[str, dict[str, tuple[float, float]]], dataset: str, tar
     write_figure(fig, target)
 
 
+def _finetuned_encoder(dataset: str, config: Config, out: Path, seeds: Sequence[int],
+                       log: Callable[[str], None]) -> Path:
+    """``out/encoders/<dataset>-seeds<...>``: ``config``'s text encoder fine-tuned on the pairs that are training
+    examples under every seed of the benchmark (made once, then reused)."""
+    from qamrec.train.text_finetune import finetune_pairs, finetune_text_encoder
+
+    folder = (out / "encoders" / f"{dataset}-seeds{'-'.join(map(str, seeds))}").resolve()
+    if not (folder / ".finetune.json").exists():
+        pairs = finetune_pairs(dataset, config, seeds)
+        log(f"fine-tuning the text encoder on {len(pairs.contexts):,} pairs of {pairs.n_dialogues:,} dialogues")
+        info = finetune_text_encoder(pairs, folder, config.features.text_model, log=log)
+        log(f"fine-tuned in {info['seconds']:.0f} s: loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+    return folder
+
+
 def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path | None,
                       train: Callable[[str, Path, str, Config], dict[str, Any]],
                       evaluate_run: Callable[[Path, Path | None], dict[str, Any]],
@@ -124,10 +143,13 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
             continue
         log(f"[{v.name}] {v.what}")
         per_seed[v.name] = []
+        overrides = list(v.overrides)
+        if v.finetune_text:
+            overrides.append(f"features.text_model={_finetuned_encoder(dataset, config, out, seeds, log)}")
         for seed in seeds:
             t0 = time.perf_counter()
             run_dir = out / "runs" / (f"{dataset}-{v.name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
-            train_or_reuse(run_dir, config.with_overrides(list(v.overrides) + [f"seed={seed}"]), dataset, v.model,
+            train_or_reuse(run_dir, config.with_overrides(overrides + [f"seed={seed}"]), dataset, v.model,
                            lambda d, r, c, model=v.model: train(d, r, model, c), f"{v.name} seed {seed}", log)
             m = evaluate_run(run_dir, test_file)
             m["seed"], m["wall_s"] = seed, round(time.perf_counter() - t0, 1)

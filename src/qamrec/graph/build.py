@@ -324,6 +324,13 @@ def build_graph(crs: CRSData, config: Config, encode_text: Encode, encode_poster
     return Graph(data, meta)
 
 
+def _text_model_key(text_model: str) -> str:
+    """The bundled model by name; a local folder by its content (a folder fine-tuned again gets a new key)."""
+    from qamrec.features.text import DEFAULT_TEXT_MODEL, text_model_id
+
+    return text_model if text_model == DEFAULT_TEXT_MODEL else text_model_id(text_model)
+
+
 def graph_key(name: str, config: Config) -> str:
     """What a built graph depends on: dataset, graph and feature settings, the seed (splits), the prepared
     catalog and KG steps (their manifest keys) and, only when on, ``model.modality_gate`` (the graph then
@@ -333,7 +340,8 @@ def graph_key(name: str, config: Config) -> str:
     import json
 
     parts = {"version": BUILD_VERSION, "dataset": name, "graph": config.graph.model_dump(),
-             "text_model": config.features.text_model, "posters": config.features.posters, "seed": config.seed, "dev": config.train.dev_fraction,
+             "text_model": _text_model_key(config.features.text_model), "posters": config.features.posters,
+             "seed": config.seed, "dev": config.train.dev_fraction,
              "steps": {s: (step_outputs(config.prepared_dir, s) or {}).get("key")
                        for s in ("catalog", name, *config.graph.ratings)}}
     if config.model.modality_gate:

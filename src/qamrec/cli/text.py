@@ -1,0 +1,48 @@
+"""``qamrec text finetune``: the sentence encoder fine-tuned on a CRS dataset's training answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qamrec.cli.common import cfg, console, err_console
+
+__all__ = ["text_app"]
+
+text_app = typer.Typer(help="The text encoder: fine-tune it on a dataset.", no_args_is_help=True)
+
+
+@text_app.command("finetune")
+def text_finetune(
+    out: Annotated[Path, typer.Option(help="folder to write the fine-tuned sentence-transformers model to; use it "
+                                           "with --set features.text_model=OUT")],
+    dataset: Annotated[str, typer.Option(help="CRS dataset whose training answers to learn: redial or "
+                                              "inspired")] = "redial",
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds whose training splits all hold each pair used "
+                                            "(default: the config's seed)")] = "",
+    steps: Annotated[int, typer.Option(min=1, help="batches to train on")] = 300,
+    batch_size: Annotated[int, typer.Option(min=2, help="pairs per batch (in-batch negatives)")] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate")] = 3e-5,
+) -> None:
+    """Fine-tune ``features.text_model`` so a conversation embeds near the text of the movie it was answered
+    with (in-batch contrastive loss); the graph's movie texts and the queries are then embedded by it."""
+    import json
+
+    from qamrec.train.text_finetune import finetune_pairs, finetune_text_encoder
+
+    c = cfg()
+    if c.train.threads:
+        import torch
+
+        torch.set_num_threads(c.train.threads)
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [c.seed]
+    with console.status("loading the training pairs") as status:
+        pairs = finetune_pairs(dataset, c, seed_list)
+        err_console.print(f"{len(pairs.contexts):,} training pairs from {pairs.n_dialogues:,} dialogues "
+                          f"(training under seeds {', '.join(map(str, seed_list))})", highlight=False)
+        info = finetune_text_encoder(pairs, out, c.features.text_model, steps=steps, batch_size=batch_size, lr=lr,
+                                     seed=c.seed, log=lambda m: (status.update(m), err_console.print(m)))
+    console.print(json.dumps(info))
+    console.print(f"fine-tuned encoder: {out} (use: qamrec --set features.text_model={out} ...)")
