@@ -39,7 +39,8 @@ def test_finetuning_pulls_contexts_to_their_answers(tmp_path: Path):
         s = s - s.max(1, keepdims=True)
         return float(-np.mean(np.diag(s) - np.log(np.exp(s).sum(1))))
 
-    info = finetune_text_encoder(pairs, tmp_path / "ft", steps=12, batch_size=4, lr=1e-4, max_seq_length=64)
+    info = finetune_text_encoder(pairs, tmp_path / "ft", steps=12, batch_size=4, lr=1e-4, max_seq_length=64,
+                                 max_epochs=4)
     assert info["steps"] == 12
     assert 12 <= info["pairs_used"] < 48  # a batch keeps one example per answer: repeated answers are dropped
     assert info["loss_last"] < info["loss_first"]
@@ -48,6 +49,9 @@ def test_finetuning_pulls_contexts_to_their_answers(tmp_path: Path):
     assert loss(tuned) < 0.5 * loss(base)
     assert (tmp_path / "ft" / ".finetune.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ft"]  # nothing left beside it
+    # by default at most one pass over the pairs, whatever the step budget
+    once = finetune_text_encoder(pairs, tmp_path / "ft", steps=50, batch_size=4, max_seq_length=64)
+    assert once["steps"] == 3 and TextEncoder(tmp_path / "ft").name != tuned.name  # replaced: a new cache id
 
 
 def test_pairs_train_under_every_seed(prepared_home: Path):

@@ -22,7 +22,8 @@ def text_finetune(
                                               "inspired")] = "redial",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds whose training splits all hold each pair used "
                                             "(default: the config's seed)")] = "",
-    steps: Annotated[int, typer.Option(min=1, help="batches to train on")] = 300,
+    steps: Annotated[int, typer.Option(min=1, help="batches to train on (at most --epochs passes)")] = 300,
+    epochs: Annotated[float, typer.Option(min=0.0, help="passes over the pairs, at most")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=2, help="pairs per batch (in-batch negatives)")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate")] = 3e-5,
 ) -> None:
@@ -43,6 +44,7 @@ def text_finetune(
         err_console.print(f"{len(pairs.contexts):,} training pairs from {pairs.n_dialogues:,} dialogues "
                           f"(training under seeds {', '.join(map(str, seed_list))})", highlight=False)
         info = finetune_text_encoder(pairs, out, c.features.text_model, steps=steps, batch_size=batch_size, lr=lr,
-                                     seed=c.seed, log=lambda m: (status.update(m), err_console.print(m)))
+                                     seed=c.seed, max_epochs=epochs,
+                                     log=lambda m: (status.update(m), err_console.print(m)))
     console.print(json.dumps(info))
     console.print(f"fine-tuned encoder: {out} (use: qamrec --set features.text_model={out} ...)")

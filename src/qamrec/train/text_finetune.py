@@ -17,6 +17,7 @@ encoder serves each seed's run without having seen its dev or held-out dialogues
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -85,8 +86,10 @@ def _batches(n: int, batch_size: int, steps: int, seed: int) -> Iterator[np.ndar
 
 def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | None = None, steps: int = 300,
                           batch_size: int = 32, lr: float = 3e-5, scale: float = 20.0, max_seq_length: int = 128,
-                          seed: int = 0, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Fine-tune ``base`` (the bundled MiniLM by default) for ``steps`` batches of ``pairs`` and save it as a
+                          seed: int = 0, max_epochs: float = 1.0,
+                          log: Callable[[str], None] = lambda s: None) -> dict:
+    """Fine-tune ``base`` (the bundled MiniLM by default) for ``steps`` batches of ``pairs``, at most
+    ``max_epochs`` passes over them (a small dataset is not learned by heart), and save it as a
     sentence-transformers folder at ``out`` (assembled beside it, then renamed); return what was done."""
     import torch
     import torch.nn.functional as F
@@ -101,6 +104,7 @@ def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | No
     def embed(texts: list[str]) -> torch.Tensor:
         return F.normalize(model(model.preprocess(texts))["sentence_embedding"], dim=1)
 
+    steps = min(steps, math.ceil(max_epochs * len(pairs.contexts) / batch_size))
     t0, losses, used = time.perf_counter(), [], 0
     model.train()
     for step, b in enumerate(_batches(len(pairs.contexts), batch_size, steps, seed)):
@@ -119,6 +123,7 @@ def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | No
     w = max(1, min(25, len(losses) // 2))  # the mean loss of the first and the last w steps
     info = {"steps": len(losses), "pairs_used": used, "pairs": len(pairs.contexts), "dialogues": pairs.n_dialogues,
             "batch_size": batch_size, "lr": lr, "scale": scale, "max_seq_length": max_seq_length, "seed": seed,
+            "max_epochs": max_epochs,
             "loss_first": float(np.mean(losses[:w])) if losses else None,
             "loss_last": float(np.mean(losses[-w:])) if losses else None,
             "seconds": round(time.perf_counter() - t0, 1)}
