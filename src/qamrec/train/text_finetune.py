@@ -45,8 +45,9 @@ class FinetunePairs:
 
 
 def finetune_pairs(dataset: str, config: Config, seeds: Sequence[int]) -> FinetunePairs:
-    """The (context, answer text) pairs of ``dataset``'s text examples that train under every seed in ``seeds``
-    (their dialogues are in no seed's dev or held-out split)."""
+    """The (context, answer text) pairs of ``dataset``'s training examples (movie-list conversations too, with
+    their "I liked ..." text) that train under every seed in ``seeds``: their dialogues are in no seed's dev or
+    held-out split."""
     import polars as pl
 
     from qamrec.data.crs import load_crs
@@ -94,13 +95,14 @@ def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | No
     import torch
     import torch.nn.functional as F
 
-    from qamrec.features.text import TextEncoder
+    from qamrec.features.text import TextEncoder, _quiet_loading
     from qamrec.train.rundir import replace_dir
 
     model = TextEncoder(base)._model  # offline, from local files only
     model.max_seq_length = max_seq_length
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
+
     def embed(texts: list[str]) -> torch.Tensor:
         return F.normalize(model(model.preprocess(texts))["sentence_embedding"], dim=1)
 
@@ -130,7 +132,8 @@ def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | No
     out = Path(out)
     tmp = out.parent / f"{tmp_prefix(out.name)}{time.time_ns()}"
     try:
-        model.save(str(tmp))
+        with _quiet_loading():  # no "Writing model shards" bar
+            model.save(str(tmp))
         atomic_write_json(tmp / ".finetune.json", info)  # hidden: not part of the model's cache id
         replace_dir(tmp, out)
     finally:
