@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from qamrec.config import load_config
 from qamrec.train.text_finetune import FinetunePairs, _batches, finetune_pairs, finetune_text_encoder
