@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ def finetune_pairs(dataset: str, config: Config, seeds: Sequence[int]) -> Finetu
 
     crs = [load_crs(dataset, config.with_overrides([f"seed={s}"])) for s in (seeds or [config.seed])]
     keep = set.intersection(*({_key(e) for e in c.train if e.context} for c in crs))
-    train = [e for e in targeted_examples(crs[0].train, crs[0].item_ids) if e.context and _key(e) in keep]
+    train = [e for e in targeted_examples(crs[0].train, crs[0].item_ids) if _key(e) in keep]
     catalog = load_table(config.prepared_dir, "catalog", "movies")
     movies = [crs[0].entity_movie[e] for e in crs[0].item_ids]
     rows = pl.DataFrame({"movie_id": movies}).join(catalog, on="movie_id", how="left", maintain_order="left")
@@ -130,12 +131,14 @@ def finetune_text_encoder(pairs: FinetunePairs, out: Path, base: str | Path | No
             "loss_last": float(np.mean(losses[-w:])) if losses else None,
             "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(out)
-    tmp = out.parent / f"{tmp_prefix(out.name)}{time.time_ns()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(out.name), dir=out.parent))
     try:
         with _quiet_loading():  # no "Writing model shards" bar
             model.save(str(tmp))
         atomic_write_json(tmp / ".finetune.json", info)  # hidden: not part of the model's cache id
         replace_dir(tmp, out)
-    finally:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return info
