@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from qamrec.config import Config, load_config
 from qamrec.errors import QamrecError
 
-__all__ = ["console", "err_console", "State", "cfg", "progress", "run_or_default", "load_run_engine", "print_metrics",
-           "print_model_note"]
+__all__ = ["console", "err_console", "State", "cfg", "training_threads", "progress", "run_or_default",
+           "load_run_engine", "print_metrics", "print_model_note"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,6 +31,14 @@ def cfg() -> Config:
     if State.config is None:
         State.config = load_config()
     return State.config
+
+
+def training_threads(c: Config) -> None:
+    """Run torch on ``train.threads`` threads when that is set (0: torch's default)."""
+    if c.train.threads:
+        import torch
+
+        torch.set_num_threads(c.train.threads)
 
 
 def progress() -> Progress:

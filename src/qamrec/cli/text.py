@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from qamrec.cli.common import cfg, console, err_console
+from qamrec.cli.common import cfg, console, err_console, training_threads
 
 __all__ = ["text_app"]
 
@@ -34,10 +34,7 @@ def text_finetune(
     from qamrec.train.text_finetune import finetune_pairs, finetune_text_encoder
 
     c = cfg()
-    if c.train.threads:
-        import torch
-
-        torch.set_num_threads(c.train.threads)
+    training_threads(c)
     seed_list = [int(s) for s in seeds.split(",") if s.strip()] or [c.seed]
     with console.status("loading the training pairs") as status:
         pairs = finetune_pairs(dataset, c, seed_list)

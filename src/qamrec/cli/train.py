@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from qamrec.cli.common import cfg, console, err_console, print_metrics, print_model_note
+from qamrec.cli.common import cfg, console, err_console, print_metrics, print_model_note, training_threads
 from qamrec.config import Config
 from qamrec.errors import QamrecError
 
@@ -38,10 +38,7 @@ def run_training(dataset: str, out: Path, model: str, overwrite: bool, c: Config
     """Train ``model`` on ``dataset`` into ``out`` with a progress bar; return the run's metrics."""
     from qamrec.train.run import train_run
 
-    if c.train.threads:
-        import torch
-
-        torch.set_num_threads(c.train.threads)
+    training_threads(c)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=err_console, transient=quiet) as bar:
         task = bar.add_task(f"{model} on {dataset}: preparing", total=c.train.epochs, info="")
