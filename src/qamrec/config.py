@@ -155,6 +155,9 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(default=12, ge=1)
+    init_seed: int | None = Field(default=None, description="seed of the model's initialisation and batch order "
+                                  "(default: the run's seed, which also draws the data split); members of an "
+                                  "ensemble on one split differ in it")
     batch_size: int = Field(default=256, ge=1)
     graph_every: int = Field(default=4, ge=1, description="run the graph encoder with gradients on every n-th "
                                                           "batch; the others reuse its node representations "

@@ -17,7 +17,7 @@ from qamrec.cli.evaluate import benchmark_app, evaluate
 from qamrec.cli.graph import graph_app
 from qamrec.cli.serve import recommend, serve
 from qamrec.cli.text import text_app
-from qamrec.cli.train import train
+from qamrec.cli.train import ensemble, train
 from qamrec.config import load_config
 from qamrec.errors import QamrecError
 
@@ -30,7 +30,7 @@ app.add_typer(graph_app, name="graph")
 app.add_typer(benchmark_app, name="benchmark")
 app.add_typer(bench_app, name="bench")
 app.add_typer(text_app, name="text")
-for command in (train, evaluate, recommend, chat, serve, demo):  # in this order in `qamrec --help`
+for command in (train, ensemble, evaluate, recommend, chat, serve, demo):  # in this order in `qamrec --help`
     app.command()(command)
 
 

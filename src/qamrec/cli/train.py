@@ -1,4 +1,5 @@
-"""``qamrec train``: a model on a CRS dataset (full graph), or LinkGAT on a MovieLens dataset (sampled)."""
+"""``qamrec train``: a model on a CRS dataset (full graph), or LinkGAT on a MovieLens dataset (sampled);
+``qamrec ensemble``: trained runs of one split pooled into one model."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from qamrec.cli.common import cfg, console, err_console, print_metrics, print_model_note, training_threads
 from qamrec.config import Config
 from qamrec.errors import QamrecError
 
-__all__ = ["train", "run_training", "_make_model"]
+__all__ = ["train", "ensemble", "run_training", "_make_model"]
 
 
 def _make_model(name: str):
@@ -25,7 +27,8 @@ def _make_model(name: str):
 
     def make(c: Config):
         if name == QAMRec.name:
-            return QAMRec(c.model, c.train, text_function(c), c.seed)
+            init = c.seed if c.train.init_seed is None else c.train.init_seed
+            return QAMRec(c.model, c.train, text_function(c), init)
         if hasattr(MODELS[name], "from_config"):  # a model with settings of its own (mscrs: model.mscrs.*)
             return MODELS[name].from_config(c, text_function(c))  # type: ignore[attr-defined]
         return MODELS[name](text_function(c))  # type: ignore[call-arg]
@@ -102,3 +105,28 @@ def train(
     print_metrics({m["model"]: m["test"]}, dataset, test_summary(m))
     console.print(f"run directory: {out}")
     print_model_note(model)
+
+
+def ensemble(
+    run: Annotated[list[Path], typer.Option(help="a member's run directory (repeat: two or more of one data split)")],
+    out: Annotated[Path, typer.Option(help="ensemble folder to write (evaluate it with `qamrec evaluate --run`)")],
+) -> None:
+    """Pool trained runs of one data split into one model: log-linear, weights chosen on their dev examples."""
+    from qamrec.train.run import pool_runs
+
+    if len(run) < 2:
+        raise QamrecError("--run: give two or more run directories to pool")
+    if (out / "model.json").exists():
+        raise QamrecError(f"--out {out}: a run directory is there; give a new folder for the ensemble")
+    ens = pool_runs(run, cfg())
+    ens.save(out)
+    t = Table("weights", "dev R@10", "dev R@50", "dev NDCG@10", "gain s.e.",
+              title="the weightings tried on the dev examples (kept: best NDCG@10 unless within one s.e. of the first)")
+    rows = ens.dev or []
+    if len(rows) > 12:  # many members: the first (the reference) and the ten best
+        rows = rows[:1] + sorted(rows[1:], key=lambda r: -r["ndcg@10"])[:10]
+    for r in rows:
+        t.add_row(", ".join(f"{w:.1f}" for w in r["weights"]), *(f"{r[k]:.4f}" for k in
+                  ("recall@10", "recall@50", "ndcg@10", "gain_se")))
+    console.print(t)
+    console.print("kept: " + ", ".join(f"{f} {w:.1f}" for f, w in zip(run, ens.weights)) + f"\nensemble: {out}")

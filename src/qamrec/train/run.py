@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,13 @@ from qamrec.eval.protocol import CRSExample, read_crs_examples
 from qamrec.graph.store import Graph, load_graph
 from qamrec.io import atomic_write_json, atomic_write_text, read_json, sha256_file, tmp_prefix, write_figure
 from qamrec.models.base import Recommender
+from qamrec.models.ensemble import ENSEMBLE_FILE, ScoreEnsemble
 from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
 from qamrec.train.rundir import RUN_FILES, in_progress, recover, replace_dir, validate_run, write_manifest
 
-__all__ = ["train_run", "load_run", "evaluate_model", "heldout_lines", "plot_curves", "select_test_examples", "test_summary",
-           "RUN_FILES", "validate_run"]
+__all__ = ["train_run", "load_run", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
+           "select_test_examples", "test_summary", "RUN_FILES", "validate_run"]
 
 
 def heldout_lines(path: Path, heldout: set[int]) -> list[str]:
@@ -197,7 +198,8 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
 
 
 def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str, Any]]:
-    """The fitted model of a run directory, its graph and its saved config.
+    """The fitted model of a run directory, its graph and its saved config (an ensemble folder,
+    :mod:`qamrec.models.ensemble`: the ensemble, and its first member's graph and config).
 
     The directory is validated first (:func:`~qamrec.train.rundir.validate_run`): a missing or corrupted
     file is a :class:`QamrecError` naming it, never a traceback from deep inside a loader.
@@ -205,6 +207,13 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
     from qamrec.features.pipeline import text_function
     from qamrec.models import MODELS
 
+    if (folder / ENSEMBLE_FILE).is_file():  # its members are run directories, each loaded (and checked) here
+        folders = ScoreEnsemble.read(folder)[0]
+        if nested := [f for f in folders if (f / ENSEMBLE_FILE).is_file()]:
+            raise QamrecError(f"{folder / ENSEMBLE_FILE}: a member is an ensemble ({nested[0]}); pool run directories")
+        ens = ScoreEnsemble.load(folder, members=[load_run(f, config)[0] for f in folders])
+        assert ens.graph is not None
+        return ens, ens.graph, read_json(folders[0] / "config.json")
     validate_run(folder)
     saved = read_json(folder / "config.json")
     graph = load_graph(folder / "graph")
@@ -220,3 +229,20 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
         raise QamrecError(f"{folder}/model.safetensors: cannot load the {name} model ({e}); "
                           f"train it again with `qamrec train --out {folder} --overwrite`") from None
     return model, graph, saved
+
+
+def pool_runs(folders: Sequence[Path], config: Config) -> ScoreEnsemble:
+    """The models of run directories ``folders`` pooled (:class:`~qamrec.models.ensemble.ScoreEnsemble`), the
+    weights chosen on the dev examples of their data split, which must be one: the same dataset, seed and
+    held-out share in every member's ``config.json``."""
+    from qamrec.data.crs import load_crs
+
+    saved = [read_json(Path(f) / "config.json") for f in folders]
+    split = [(c.get("dataset"), c.get("seed"), c.get("graph", {}).get("heldout_fraction")) for c in saved]
+    if len(set(split)) > 1:
+        raise QamrecError("the members must share one data split (dataset, seed, graph.heldout_fraction): "
+                          + "; ".join(f"{f}: {s}" for f, s in zip(folders, split)))
+    first = Config.model_validate({k: v for k, v in saved[0].items() if k != "dataset"})
+    crs = load_crs(str(split[0][0]), first.model_copy(update={"home": config.home}))
+    members = [load_run(Path(f), config)[0] for f in folders]
+    return ScoreEnsemble(members, folders=[Path(f) for f in folders]).fit(crs)
