@@ -92,3 +92,31 @@ def test_the_finetuned_text_row_trains_every_seed_on_one_encoder(tmp_path: Path)
         saved = json.loads((tmp_path / "out" / "runs" / f"inspired-finetuned_text-seed{seed}" / "config.json")
                            .read_text())
         assert saved["features"]["text_model"] == str(encoder.resolve()) and saved["seed"] == seed
+
+
+def test_the_ensemble_row_pools_its_members_runs_of_the_same_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
+    import qamrec.eval.benchmark as bench
+
+    config = load_config([], home=tmp_path / "home")
+    trained: list[str] = []
+    train, evaluate = _fake(trained)
+    (tmp_path / "out" / "encoders" / "inspired-seeds0-1").mkdir(parents=True)
+    (tmp_path / "out" / "encoders" / "inspired-seeds0-1" / ".finetune.json").write_text("{}")
+    pooled: list[tuple[str, list[str]]] = []
+
+    def pool(run_dir: Path, members: list[Path], config: Any, log: Any) -> None:
+        assert all((m / "metrics.json").is_file() for m in members)  # the members ran first
+        pooled.append((run_dir.name, [m.name for m in members]))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(members[0] / "config.json", run_dir / "config.json")
+        (run_dir / "metrics.json").write_text(json.dumps({"train_seconds": 6.0, "n_train": 100}))
+
+    monkeypatch.setattr(bench, "_pool_members", pool)
+    res = run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=["ensemble"],
+                            log=lambda s: None, seeds=(0, 1))
+    assert set(res) == {"qamrec", "finetuned_text", "ensemble"} and len(trained) == 4
+    assert pooled == [(f"inspired-ensemble-seed{k}", [f"inspired-qamrec-seed{k}", f"inspired-finetuned_text-seed{k}"])
+                      for k in (0, 1)]
+    assert "| ensemble | " in (tmp_path / "out" / "crs_inspired.md").read_text()

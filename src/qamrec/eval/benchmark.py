@@ -28,6 +28,8 @@ class Variant:
     datasets: tuple[str, ...] = ()  # only for these datasets (all when empty)
     #: the text encoder fine-tuned on the training answers of every seed (:mod:`qamrec.train.text_finetune`)
     finetune_text: bool = False
+    #: an ensemble of these variants' runs (:mod:`qamrec.models.ensemble`), weights chosen on each seed's dev
+    members: tuple[str, ...] = ()
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -40,6 +42,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("neighbours", "qamrec", ("model.neighbours=true",), "+ the training examples' neighbour vote"),
     Variant("finetuned_text", "qamrec", (), "+ the text encoder fine-tuned on the training answers",
             finetune_text=True),
+    Variant("ensemble", "ensemble", (), "qamrec and finetuned_text pooled (log-linear, weights chosen on dev)",
+            members=("qamrec", "finetuned_text")),
     Variant("no_posters", "qamrec", ("model.poster_features=false", "graph.poster_knn=0"), "no poster features/kNN"),
     Variant("no_text", "qamrec", ("model.text_features=false", "graph.text_knn=0"),
             "no movie text features/kNN (learned movie embeddings)"),
@@ -119,6 +123,21 @@ def _finetuned_encoder(dataset: str, config: Config, out: Path, seeds: Sequence[
     return folder
 
 
+def _pool_members(run_dir: Path, members: list[Path], config: Config, log: Callable[[str], None]) -> None:
+    """Write into ``run_dir`` the ensemble of the complete runs ``members``, weights chosen on the dev examples
+    of the first member's split, and a ``metrics.json`` that adds up the members' training."""
+    from qamrec.train.run import pool_runs
+
+    ens = pool_runs(members, config)
+    ens.save(run_dir)
+    log(f"[{run_dir.name}] weights {', '.join(f'{m.name} {w:.1f}' for m, w in zip(members, ens.weights))}")
+    runs = [json.loads((m / "metrics.json").read_text()) for m in members]
+    atomic_write_json(run_dir / "metrics.json", {
+        "train_seconds": sum(r.get("train_seconds") or 0.0 for r in runs), "n_train": runs[0].get("n_train"),
+        "n_train_dialogues": runs[0].get("n_train_dialogues"), "weights": [float(w) for w in ens.weights],
+        "dev": ens.dev})
+
+
 def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path | None,
                       train: Callable[[str, Path, str, Config], dict[str, Any]],
                       evaluate_run: Callable[[Path, Path | None], dict[str, Any]],
@@ -138,6 +157,11 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
     previous = out / f"crs_{dataset}.json"
     if only and previous.exists():  # a partial rerun keeps the other rows of the last full run
         per_seed = json.loads(previous.read_text()).get("per_seed", {})
+    def run_dir_of(name: str, seed: int) -> Path:
+        return out / "runs" / (f"{dataset}-{name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
+
+    if only:  # an ensemble's members are rows too (reused when their runs are complete)
+        only = list(dict.fromkeys([m for v in VARIANTS if v.name in only for m in v.members] + list(only)))
     for v in VARIANTS:
         if (only and v.name not in only) or (v.datasets and dataset not in v.datasets):
             continue
@@ -148,9 +172,12 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
             overrides.append(f"features.text_model={_finetuned_encoder(dataset, config, out, seeds, log)}")
         for seed in seeds:
             t0 = time.perf_counter()
-            run_dir = out / "runs" / (f"{dataset}-{v.name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
-            train_or_reuse(run_dir, config.with_overrides(overrides + [f"seed={seed}"]), dataset, v.model,
-                           lambda d, r, c, model=v.model: train(d, r, model, c), f"{v.name} seed {seed}", log)
+            run_dir = run_dir_of(v.name, seed)
+            if v.members:
+                _pool_members(run_dir, [run_dir_of(m, seed) for m in v.members], config, log)
+            else:
+                train_or_reuse(run_dir, config.with_overrides(overrides + [f"seed={seed}"]), dataset, v.model,
+                               lambda d, r, c, model=v.model: train(d, r, model, c), f"{v.name} seed {seed}", log)
             m = evaluate_run(run_dir, test_file)
             m["seed"], m["wall_s"] = seed, round(time.perf_counter() - t0, 1)
             run_m = json.loads((run_dir / "metrics.json").read_text())
