@@ -94,15 +94,14 @@ def test_members_must_rank_the_same_candidates_and_weights_are_checked():
 
 def test_an_ensemble_folder_loads_and_evaluates_as_a_run(small_run: Path, prepared_home: Path, tmp_path: Path,
                                                          small_run_settings: list[str]):
+    from typer.testing import CliRunner
+
+    from qamrec.cli import app
     from qamrec.config import load_config
     from qamrec.data.crs import load_crs
     from qamrec.errors import DataFormatError, QamrecError
     from qamrec.models.qamrec import example_query
     from qamrec.train.run import load_run, pool_runs
-
-    from typer.testing import CliRunner
-
-    from qamrec.cli import app
 
     config = load_config(small_run_settings, home=prepared_home)
     crs = load_crs("inspired", config)
