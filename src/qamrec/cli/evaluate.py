@@ -304,7 +304,7 @@ def benchmark_graph_probe(
     from qamrec.eval.graph_probe import probe_markdown, probe_model
     from qamrec.io import atomic_write_json, atomic_write_text
     from qamrec.models.qamrec import QAMRec
-    from qamrec.train.run import load_run
+    from qamrec.train.run import load_run, saved_config
 
     if on not in ("dev", "test"):
         raise QamrecError(f"--on {on!r}: use dev or test")
@@ -314,8 +314,7 @@ def benchmark_graph_probe(
         raise QamrecError(f"{run}: the probe reads a qamrec run, not {model.name}")
     dataset = saved["dataset"]
     if on == "dev":
-        run_cfg = Config(**{k: v for k, v in saved.items() if k != "dataset"} | {"home": c.home})
-        examples = load_crs(dataset, run_cfg).dev
+        examples = load_crs(dataset, saved_config(saved, c.home)).dev
     else:
         examples = _run_test_examples(run, dataset, graph)[0]
     r = probe_model(model, examples, graph.meta["item_ids"], new_movies_only) | {"run": str(run), "dataset": dataset,

@@ -157,6 +157,7 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
     previous = out / f"crs_{dataset}.json"
     if only and previous.exists():  # a partial rerun keeps the other rows of the last full run
         per_seed = json.loads(previous.read_text()).get("per_seed", {})
+
     def run_dir_of(name: str, seed: int) -> Path:
         return out / "runs" / (f"{dataset}-{name}" + (f"-seed{seed}" if len(seeds) > 1 else ""))
 

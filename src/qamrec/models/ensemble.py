@@ -23,13 +23,13 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qamrec.errors import DataFormatError
+from qamrec.errors import DataFormatError, QamrecError
 from qamrec.io import atomic_path, atomic_write_json, read_json
 from qamrec.models.base import Recommender
 from qamrec.models.query import Query
@@ -49,6 +49,15 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     top = s.max(axis=1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
     return s - top - np.log(np.exp(s - top).sum(axis=1, keepdims=True))
+
+
+def _mix(logp: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """:math:`\\sum_m w_m \\log p^{(m)}` over the members with a positive weight (float32)."""
+    out = np.zeros(logp[0].shape, dtype=np.float64)
+    for lp, w in zip(logp, weights):
+        if w > 0:
+            out += w * lp
+    return out.astype(np.float32)
 
 
 def simplex_grid(n: int, step: float = 0.1) -> list[tuple[float, ...]]:
@@ -96,11 +105,7 @@ class ScoreEnsemble(Recommender):
     @staticmethod
     def pool(member_scores: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
         """:math:`\\sum_m w_m \\log \\operatorname{softmax}(s^{(m)})` (members with weight 0 are skipped)."""
-        out = np.zeros(member_scores[0].shape, dtype=np.float64)
-        for s, w in zip(member_scores, weights):
-            if w > 0:
-                out += w * log_softmax(s)
-        return out.astype(np.float32)
+        return _mix([log_softmax(s) if w > 0 else s for s, w in zip(member_scores, weights)], weights)
 
     def fit(self, crs: CRSData, graph: Graph | None = None, step: float = 0.1, **kwargs: Any) -> ScoreEnsemble:
         """Choose the weights on ``crs.dev`` (the members are already fitted; ``graph`` is not used)."""
@@ -110,9 +115,9 @@ class ScoreEnsemble(Recommender):
         if not crs.dev:
             raise ValueError("choosing an ensemble's weights needs dev examples")
         queries = [example_query(e) for e in crs.dev]
-        scores = [m.score(queries) for m in self.members]
+        logp = [log_softmax(m.score(queries)) for m in self.members]  # once, for every weighting tried
         grid = simplex_grid(len(self.members), step)
-        rows, best = dev_choice((({"weights": list(w)}, self.pool(scores, w)) for w in grid), crs.dev,
+        rows, best = dev_choice((({"weights": list(w)}, _mix(logp, w)) for w in grid), crs.dev,
                                 self.graph.meta["item_ids"])  # type: ignore[union-attr]
         self.set_weights(grid[best])
         self.dev = rows
@@ -136,29 +141,27 @@ class ScoreEnsemble(Recommender):
         atomic_write_json(folder / ENSEMBLE_FILE, {"name": self.name, "members": members,
                                                    "weights": [float(w) for w in self.weights], "dev": self.dev})
 
-    @staticmethod
-    def read(folder: Path) -> tuple[list[Path], list[float], list[dict[str, Any]] | None]:
-        """The member run directories, weights and dev rows that ``folder/ensemble.json`` records."""
+    @classmethod
+    def load(cls, folder: Path, graph: Graph | None = None,  # type: ignore[override]
+             load_member: Callable[[Path], Recommender] | None = None) -> ScoreEnsemble:
+        """The ensemble saved in ``folder``, each member loaded from its run directory by ``load_member``
+        (:func:`~qamrec.train.run.load_run` passes itself); a member that is an ensemble is refused, so a folder
+        listing itself cannot loop."""
         meta = read_json(folder / ENSEMBLE_FILE)
         members, weights = meta.get("members"), meta.get("weights")
         if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members) \
                 or not isinstance(weights, list) or len(weights) != len(members) \
                 or not all(isinstance(w, (int, float)) for w in weights):
             raise DataFormatError(folder / ENSEMBLE_FILE, "needs 'members' (run directories) and as many 'weights'")
-        return [folder / m for m in members], [float(w) for w in weights], meta.get("dev")
-
-    @classmethod
-    def load(cls, folder: Path, graph: Graph | None = None,  # type: ignore[override]
-             members: Sequence[Recommender] = ()) -> ScoreEnsemble:
-        """The ensemble saved in ``folder`` over ``members``, the models of its run directories (:meth:`read`)
-        loaded in that order (:func:`~qamrec.train.run.load_run` loads both)."""
-        folders, weights, dev = cls.read(folder)
-        if len(members) != len(folders):
-            raise ValueError(f"{folder / ENSEMBLE_FILE} has {len(folders)} members, {len(members)} given")
-        ens = cls(members, folders=folders)
+        folders = [folder / m for m in members]
+        if nested := [f for f in folders if (f / ENSEMBLE_FILE).is_file()]:
+            raise QamrecError(f"{folder / ENSEMBLE_FILE}: a member is an ensemble ({nested[0]}); pool run directories")
+        if load_member is None:
+            raise ValueError("ScoreEnsemble.load needs load_member (qamrec.train.run.load_run loads ensembles)")
+        ens = cls([load_member(f) for f in folders], folders=folders)
         try:
             ens.set_weights(weights)
         except ValueError as e:
             raise DataFormatError(folder / ENSEMBLE_FILE, f"weights: {e}") from None
-        ens.dev = dev
+        ens.dev = meta.get("dev")
         return ens

@@ -37,7 +37,7 @@ from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
 from qamrec.train.rundir import RUN_FILES, in_progress, recover, replace_dir, validate_run, write_manifest
 
-__all__ = ["train_run", "load_run", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
+__all__ = ["train_run", "load_run", "saved_config", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
            "select_test_examples", "test_summary", "RUN_FILES", "validate_run"]
 
 
@@ -208,12 +208,9 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
     from qamrec.models import MODELS
 
     if (folder / ENSEMBLE_FILE).is_file():  # its members are run directories, each loaded (and checked) here
-        folders = ScoreEnsemble.read(folder)[0]
-        if nested := [f for f in folders if (f / ENSEMBLE_FILE).is_file()]:
-            raise QamrecError(f"{folder / ENSEMBLE_FILE}: a member is an ensemble ({nested[0]}); pool run directories")
-        ens = ScoreEnsemble.load(folder, members=[load_run(f, config)[0] for f in folders])
-        assert ens.graph is not None
-        return ens, ens.graph, read_json(folders[0] / "config.json")
+        ens = ScoreEnsemble.load(folder, load_member=lambda f: load_run(f, config)[0])
+        assert ens.graph is not None and ens.folders is not None
+        return ens, ens.graph, read_json(ens.folders[0] / "config.json")
     validate_run(folder)
     saved = read_json(folder / "config.json")
     graph = load_graph(folder / "graph")
@@ -231,6 +228,12 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
     return model, graph, saved
 
 
+def saved_config(saved: dict[str, Any], home: Path) -> Config:
+    """The configuration a run was trained with (its ``config.json``, read as ``saved``), in data home ``home``:
+    it draws the run's splits again."""
+    return Config.model_validate({k: v for k, v in saved.items() if k != "dataset"} | {"home": home})
+
+
 def pool_runs(folders: Sequence[Path], config: Config) -> ScoreEnsemble:
     """The models of run directories ``folders`` pooled (:class:`~qamrec.models.ensemble.ScoreEnsemble`), the
     weights chosen on the dev examples of their data split, which must be one: the same dataset, seed and
@@ -242,7 +245,6 @@ def pool_runs(folders: Sequence[Path], config: Config) -> ScoreEnsemble:
     if len(set(split)) > 1:
         raise QamrecError("the members must share one data split (dataset, seed, graph.heldout_fraction): "
                           + "; ".join(f"{f}: {s}" for f, s in zip(folders, split)))
-    first = Config.model_validate({k: v for k, v in saved[0].items() if k != "dataset"})
-    crs = load_crs(str(split[0][0]), first.model_copy(update={"home": config.home}))
+    crs = load_crs(str(split[0][0]), saved_config(saved[0], config.home))
     members = [load_run(Path(f), config)[0] for f in folders]
     return ScoreEnsemble(members, folders=[Path(f) for f in folders]).fit(crs)
