@@ -181,3 +181,24 @@ def test_examples_from_turns_follow_unicrs():
     assert ex[2].context == ("I liked X", "Try Y or Z", "seen Y") and ex[2].entities == (1, 2, 3)
     both = examples_from_turns(turns, ("recommender", "seeker"))
     assert [(e.turn, e.item) for e in both] == [(1, 2), (1, 3), (2, 2), (3, 4)]
+
+
+def test_examples_from_turns_merge_one_speakers_messages():
+    from qamrec.data.crs import examples_from_turns
+
+    # the recommender writes twice in a row: UniCRS joins the two messages into one answer from one context
+    turns = pl.DataFrame({
+        "dialogue_id": ["a"] * 5,
+        "turn": [0, 1, 2, 3, 4],
+        "role": ["seeker", "seeker", "recommender", "recommender", "seeker"],
+        "text": ["hi", "I liked X", "Have you seen Y?", "Or Z", "thanks"],
+        "movie_entities": [[], [1], [2], [3, 2], []],
+    })
+    ex = examples_from_turns(turns)
+    assert [(e.turn, e.item) for e in ex] == [(2, 2), (2, 3), (2, 2)]
+    assert all(e.context == ("hi I liked X",) and e.entities == (1,) for e in ex)
+    assert ex[0].resp == "Have you seen Y? Or Z"
+    # one turn a message: Z is answered after the recommender's own Y, which is then in the context
+    apart = examples_from_turns(turns, merge=False)
+    assert [(e.turn, e.item) for e in apart] == [(2, 2), (3, 3), (3, 2)]
+    assert apart[1].context == ("hi", "I liked X", "Have you seen Y?") and apart[1].entities == (1, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -74,7 +75,7 @@ def benchmark_split(prepared_home: Path):
 def test_all_the_data_is_used_and_counted(benchmark_split, prepared_home: Path):
     config, crs = benchmark_split
     base = load_crs("redial", config.with_overrides(["train.extra_dialogues=false"]))
-    assert len(base.train) == 5_191 and base.n_train_dialogues == 1_363  # the published validation subsets
+    assert len(base.train) == 5_171 and base.n_train_dialogues == 1_363  # the published validation subsets
     assert len(crs.train) > 6 * len(base.train) and crs.n_train_dialogues > 9_000
     assert crs.train_dialogues["dialogue_id"].n_unique() > 9_000
     listed = [e for e in crs.train if e.resp == "" and e.context and e.context[0].endswith((").", ")?"))]
@@ -102,3 +103,33 @@ def test_no_test_or_dev_dialogue_leaks_into_graph_or_training(benchmark_split):
     assert not dev & {e.dialogue for e in crs.train}
     ids = sorted(turns.filter(~pl.col("dialogue_id").is_in(list(held)))["dialogue_id"].unique().to_list())
     assert not {ids[i] for i in dev} & graph_ids
+
+
+def test_one_speakers_messages_are_merged_without_moving_the_split(benchmark_split):
+    """UniCRS joined consecutive messages of one speaker (its test files read so); the raw train dialogues are
+    merged alike, and the dev and graph dialogues are those of one turn a message."""
+    config, crs = benchmark_split
+    apart = load_crs("redial", config.with_overrides(["train.merge_turns=false"]))
+    assert (len(crs.train), len(crs.dev), len(apart.train), len(apart.dev)) == (33_486, 1_475, 33_537, 1_484)
+    dev, dev_apart = {e.dialogue for e in crs.dev}, {e.dialogue for e in apart.dev}
+    assert dev == dev_apart and not dev & {e.dialogue for e in crs.train}
+    assert crs.train_dialogues.equals(apart.train_dialogues)
+    # a recommender's second message no longer sees its first in the context: shorter contexts
+    assert np.mean([len(e.context) for e in crs.dev]) < 0.75 * np.mean([len(e.context) for e in apart.dev])
+
+
+def test_a_run_saved_before_merging_is_read_as_unmerged(tmp_path: Path):
+    import json
+
+    from qamrec.train.run import saved_config
+    from qamrec.train.rundir import reusable_run
+
+    config = load_config([], home=tmp_path)
+    saved = json.loads(config.model_dump_json()) | {"dataset": "redial"}
+    del saved["train"]["merge_turns"]  # as saved before the setting existed: its examples were not merged
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": "popularity"}))
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert reusable_run(tmp_path, config, "redial", "popularity") is None
+    assert reusable_run(tmp_path, config.with_overrides(["train.merge_turns=false"]), "redial", "popularity")
+    assert saved_config(saved, tmp_path).train.merge_turns is False
+    assert config.train.merge_turns is True

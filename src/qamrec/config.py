@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qamrec.errors import QamrecError
 
-__all__ = ["BENCHMARK_HELDOUT", "LEGACY_MODEL_SETTINGS", "DataConfig", "FeatureConfig", "GraphConfig",
-           "MSCRSConfig", "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
+__all__ = ["BENCHMARK_HELDOUT", "LEGACY_MODEL_SETTINGS", "LEGACY_TRAIN_SETTINGS", "DataConfig", "FeatureConfig",
+           "GraphConfig", "MSCRSConfig", "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
            "Config", "load_config"]
 
 
@@ -94,6 +94,8 @@ class MSCRSConfig(BaseModel):
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"shared_bias": False, "pool_roles": False, "id_embedding": False,
                                          "attention": "gat", "pool_recency": 0, "comention": False,
                                          "neighbours": False}
+#: the same for the training settings: what a run saved before a setting existed did
+LEGACY_TRAIN_SETTINGS: dict[str, Any] = {"merge_turns": False}
 
 
 class ModelConfig(BaseModel):
@@ -175,6 +177,9 @@ class TrainConfig(BaseModel):
     threads: int = Field(default=0, ge=0, description="torch threads (0: torch's default)")
     seeker_targets: bool = Field(default=False, description="also train on the movies seekers mention "
                                                             "(datasets given as raw turns)")
+    merge_turns: bool = Field(default=True, description="join consecutive messages of one speaker into one turn "
+                                                        "before making examples from raw turns, as UniCRS "
+                                                        "processed the test files (false: one turn a message)")
     dialogue_fraction: float = Field(default=1.0, gt=0.0, le=1.0,
                                      description="train on a seeded share of the training dialogues (graph "
                                                  "and examples; dev and test stay): learning curves")

@@ -86,28 +86,43 @@ def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(rng.permutation(n)[: int(round(fraction * n))])
 
 
-def examples_from_turns(turns: pl.DataFrame, roles: tuple[str, ...] = ("recommender",)) -> list[CRSExample]:
+def examples_from_turns(turns: pl.DataFrame, roles: tuple[str, ...] = ("recommender",),
+                        merge: bool = True) -> list[CRSExample]:
     """UniCRS-style examples from raw turns in the dataset's entity space.
 
     Every turn of one of ``roles`` that mentions movies gives one example per movie; its context is every
     earlier turn's text and its entities every earlier turn's movies and entities (first mention order, no
     repeats). UniCRS uses recommender turns; adding ``"seeker"`` also learns from the movies seekers bring up.
+    With ``merge`` (UniCRS's processing, so the format of its test files), consecutive messages of one speaker
+    are first joined into one turn (texts joined by a space, movies and entities in order, the first message's
+    turn number): a recommender who writes "Have you seen X?" and then "Or Y" answers with X and Y from the
+    same context, as in ``valid_data_processed.jsonl``, not with Y after its own X.
     """
     out: list[CRSExample] = []
     has_ent = "entities" in turns.columns
     for d_index, (_, part) in enumerate(turns.sort("dialogue_id", "turn").group_by("dialogue_id", maintain_order=True)):
+        merged: list[tuple[str, int, list[str], list[int], list[int]]] = []  # role, turn, texts, movies, entities
+        for row in part.iter_rows(named=True):
+            movies = [int(m) for m in row["movie_entities"] or []]
+            ents = [int(e) for e in (row["entities"] or [])] if has_ent else []
+            if merge and merged and merged[-1][0] == row["role"]:
+                merged[-1][2].append(row["text"] or "")
+                merged[-1][3].extend(movies)
+                merged[-1][4].extend(ents)
+            else:
+                merged.append((row["role"], row["turn"], [row["text"] or ""], movies, ents))
         context: list[str] = []
         entities: list[int] = []
-        for row in part.iter_rows(named=True):
-            movies = row["movie_entities"] or []
-            if row["role"] in roles and movies and context:
+        for role, turn, texts, movies, ents in merged:
+            text = " ".join(t for t in texts if t)
+            if role in roles and movies and context:
                 for m in movies:
-                    out.append(CRSExample(dialogue=d_index, turn=row["turn"], context=tuple(context),
-                                          entities=tuple(entities), item=int(m), resp=row["text"]))
-            context.append(row["text"] or "")
-            for e in list(movies) + list((row["entities"] or []) if has_ent else []):
+                    out.append(CRSExample(dialogue=d_index, turn=turn, context=tuple(context),
+                                          entities=tuple(entities), item=m, resp=text))
+            context.append(text)
+            for e in movies + ents:
                 if e not in entities:
-                    entities.append(int(e))
+                    entities.append(e)
     return out
 
 
@@ -185,10 +200,13 @@ def _movie_lists(prepared: Path, src: CRSSource, exclude: set[str], config: Conf
     return lists.filter(~pl.col("dialogue_id").is_in(list(exclude)))
 
 
-def _dev_split(examples: list[CRSExample], fraction: float, seed: int) -> tuple[list[CRSExample], list[CRSExample]]:
-    dialogues = sorted({e.dialogue for e in examples})
-    dev = set(np.asarray(dialogues)[split_dialogues(len(dialogues), fraction, seed + 1)].tolist())
-    return [e for e in examples if e.dialogue not in dev], [e for e in examples if e.dialogue in dev]
+def _dev_split(examples: list[CRSExample], fraction: float, seed: int, dialogues: list[int] | None = None
+               ) -> tuple[list[CRSExample], list[CRSExample], set[int]]:
+    """A seeded ``fraction`` of ``dialogues`` (default: those with examples) as dev: the training examples, the
+    dev examples and the dev dialogues."""
+    pool = sorted({e.dialogue for e in examples}) if dialogues is None else dialogues
+    dev = set(np.asarray(pool)[split_dialogues(len(pool), fraction, seed + 1)].tolist())
+    return [e for e in examples if e.dialogue not in dev], [e for e in examples if e.dialogue in dev], dev
 
 
 def load_crs(name: str, config: Config) -> CRSData:
@@ -206,6 +224,7 @@ def load_crs(name: str, config: Config) -> CRSData:
     entity2id = {str(k): int(v) for k, v in read_json(raw / src.entity2id).items()}
     item_ids = read_item_ids(raw / src.item_ids)
     test_file = raw / src.valid_file
+    dev_pool: list[int] | None = None
     if src.train_file:
         examples = read_crs_examples(raw / src.train_file, entity2id)
         heldout = None
@@ -226,12 +245,15 @@ def load_crs(name: str, config: Config) -> CRSData:
         if src.base_sources and not config.train.extra_dialogues:  # the "no new data" ablation
             base = dialogues.filter(pl.col("source").is_in(list(src.base_sources)))["dialogue_id"].to_list()
             turns = turns.filter(pl.col("dialogue_id").is_in(base))
-        examples = examples_from_turns(turns)
+        examples = examples_from_turns(turns, merge=config.train.merge_turns)
+        if config.train.merge_turns:  # dev dialogues drawn as without merging (which leaves a few without an
+            # example), so that the dev split does not depend on train.merge_turns
+            dev_pool = sorted({e.dialogue for e in examples_from_turns(turns, merge=False)})
         order = sorted(turns["dialogue_id"].unique().to_list())
-    train, dev = _dev_split(examples, config.train.dev_fraction, config.seed)
-    dev_d = {e.dialogue for e in dev}
+    train, dev, dev_d = _dev_split(examples, config.train.dev_fraction, config.seed, dev_pool)
     if config.train.seeker_targets and src.turns_table:  # more training targets; dev stays as the protocol
-        train = [e for e in examples_from_turns(turns, ("recommender", "seeker")) if e.dialogue not in dev_d]
+        train = [e for e in examples_from_turns(turns, ("recommender", "seeker"), config.train.merge_turns)
+                 if e.dialogue not in dev_d]
     lists = _movie_lists(prepared, src, set(order) | (held_ids if src.turns_table else set()), config)
     if lists is not None:  # conversations known only as movie lists: training examples and graph dialogues
         list_ids = lists["dialogue_id"].unique(maintain_order=True).to_list()

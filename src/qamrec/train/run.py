@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError
 
-from qamrec.config import Config
+from qamrec.config import LEGACY_TRAIN_SETTINGS, Config
 from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
@@ -230,8 +230,9 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
 
 def saved_config(saved: dict[str, Any], home: Path) -> Config:
     """The configuration a run was trained with (its ``config.json``, read as ``saved``), in data home ``home``:
-    it draws the run's splits again."""
-    return Config.model_validate({k: v for k, v in saved.items() if k != "dataset"} | {"home": home})
+    it draws the run's splits again (a training setting the run predates: what it did then)."""
+    then = {k: v for k, v in saved.items() if k != "dataset"}
+    return Config.model_validate(then | {"home": home, "train": LEGACY_TRAIN_SETTINGS | saved.get("train", {})})
 
 
 def pool_runs(folders: Sequence[Path], config: Config) -> ScoreEnsemble:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qamrec.config import LEGACY_MODEL_SETTINGS, Config
+from qamrec.config import LEGACY_MODEL_SETTINGS, LEGACY_TRAIN_SETTINGS, Config
 from qamrec.errors import DigestMismatchError, MissingDataError
 from qamrec.io import atomic_write_json, read_json, remove_stale_tmp, sha256_file, stale_tmp, tmp_prefix
 
@@ -136,6 +136,7 @@ def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[st
         metrics = json.loads((run / "metrics.json").read_text())
         if model == "qamrec":  # a setting the saved model predates: what it did then, not today's default
             saved["model"] = LEGACY_MODEL_SETTINGS | saved.get("model", {})
+        saved["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
         then = Config.model_validate({k: v for k, v in saved.items() if k != "dataset"})
     except (OSError, ValueError):  # pydantic's ValidationError is a ValueError: a setting since removed
         return None
