@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError
 
-from qamrec.config import LEGACY_TRAIN_SETTINGS, Config
+from qamrec.config import Config
 from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
@@ -35,7 +35,8 @@ from qamrec.models.base import Recommender
 from qamrec.models.ensemble import ENSEMBLE_FILE, ScoreEnsemble
 from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
-from qamrec.train.rundir import RUN_FILES, in_progress, recover, replace_dir, validate_run, write_manifest
+from qamrec.train.rundir import (RUN_FILES, in_progress, recover, replace_dir, saved_config, validate_run,
+                                 write_manifest)
 
 __all__ = ["train_run", "load_run", "saved_config", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
            "select_test_examples", "test_summary", "RUN_FILES", "validate_run"]
@@ -226,13 +227,6 @@ def load_run(folder: Path, config: Config) -> tuple[Recommender, Graph, dict[str
         raise QamrecError(f"{folder}/model.safetensors: cannot load the {name} model ({e}); "
                           f"train it again with `qamrec train --out {folder} --overwrite`") from None
     return model, graph, saved
-
-
-def saved_config(saved: dict[str, Any], home: Path) -> Config:
-    """The configuration a run was trained with (its ``config.json``, read as ``saved``), in data home ``home``:
-    it draws the run's splits again (a training setting the run predates: what it did then)."""
-    then = {k: v for k, v in saved.items() if k != "dataset"}
-    return Config.model_validate(then | {"home": home, "train": LEGACY_TRAIN_SETTINGS | saved.get("train", {})})
 
 
 def pool_runs(folders: Sequence[Path], config: Config) -> ScoreEnsemble:

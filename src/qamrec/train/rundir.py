@@ -29,7 +29,7 @@ from qamrec.errors import DigestMismatchError, MissingDataError
 from qamrec.io import atomic_write_json, read_json, remove_stale_tmp, sha256_file, stale_tmp, tmp_prefix
 
 __all__ = ["MANIFEST", "RUN_FILES", "TrainFn", "write_manifest", "validate_run", "in_progress", "replace_dir",
-           "recover", "reusable_run", "train_or_reuse"]
+           "recover", "saved_config", "reusable_run", "train_or_reuse"]
 
 _log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
@@ -128,16 +128,25 @@ def recover(out: Path) -> None:
 TrainFn = Callable[[str, Path, Config], dict[str, Any]]
 
 
+def saved_config(saved: dict[str, Any], home: Path | None = None, qamrec: bool = True) -> Config:
+    """The configuration a run was trained with, from its ``config.json`` (read as ``saved``), in data home
+    ``home`` (default: the saved one). A setting the run predates counts as what it did then
+    (:data:`~qamrec.config.LEGACY_TRAIN_SETTINGS`, and :data:`~qamrec.config.LEGACY_MODEL_SETTINGS` for a
+    ``qamrec`` run), else as today's default."""
+    then = {k: v for k, v in saved.items() if k != "dataset"}
+    then["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
+    if qamrec:
+        then["model"] = LEGACY_MODEL_SETTINGS | saved.get("model", {})
+    return Config.model_validate(then if home is None else then | {"home": home})
+
+
 def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[str, Any] | None:
     """The metrics of a complete earlier run of ``model`` in ``run`` with exactly this configuration, else
-    None. A setting added since that run was saved counts as its default (the run did what the default does)."""
+    None (read by :func:`saved_config`: a setting added since the run was saved counts as what it did then)."""
     try:
         saved = json.loads((run / "config.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
-        if model == "qamrec":  # a setting the saved model predates: what it did then, not today's default
-            saved["model"] = LEGACY_MODEL_SETTINGS | saved.get("model", {})
-        saved["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
-        then = Config.model_validate({k: v for k, v in saved.items() if k != "dataset"})
+        then = saved_config(saved, qamrec=model == "qamrec")
     except (OSError, ValueError):  # pydantic's ValidationError is a ValueError: a setting since removed
         return None
     now = json.loads(config.model_dump_json())
