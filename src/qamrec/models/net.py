@@ -48,7 +48,8 @@ class QAMRecNet(nn.Module):
        \cos(\mathbf{x}^{text}_{query}, \mathbf{x}^{text}_{m(j)})`; the last term (a learned weight on the
        frozen text similarity, off without text features) lets training start from text retrieval, and
        :math:`\beta` is added for candidates the query itself mentions (recommenders often come back to a
-       movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers). With ``model.comention``,
+       movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers; learned, then with
+       ``model.mention_choice`` set on dev after training, :meth:`mention_term`). With ``model.comention``,
        :class:`~qamrec.models.memory.CoMention` adds :math:`w \sum_{a} \hat C_{a\,m(j)}`: how often the movies
        the query names were mentioned with candidate :math:`j` in the training dialogues (:math:`w` chosen on
        dev after training). With ``model.neighbours``, :class:`~qamrec.models.neighbours.ContextNeighbours`
@@ -315,14 +316,19 @@ class QAMRecNet(nn.Module):
         if self.cfg.text_features:
             s = s + self.text_weight * (nn.functional.normalize(qb.text, dim=1) @ self.cand_text.T)
         if qb.mentioned.numel():
-            bonus = torch.zeros_like(s)
-            bonus[qb.mentioned_batch, qb.mentioned] = 1.0
-            s = s + self.mention_bonus * bonus
+            s = s + self.mention_bonus * self.mention_term(qb, s.shape[1])
         if self.memory is not None and self.memory.active:
             s = s + self.memory(qb.anchors, qb.anchor_batch, s.shape[0])
         if self.neighbours is not None and self.neighbours.active:
             s = s + self.neighbours(qb.text, qb.anchors, qb.anchor_batch)
         return s, alpha
+
+    @staticmethod
+    def mention_term(qb: QueryBatch, n_candidates: int) -> Tensor:
+        r"""[B, n_candidates]: 1 for the candidates each query names, the term :math:`\beta` weighs."""
+        term = torch.zeros(len(qb), n_candidates, device=qb.mentioned.device)
+        term[qb.mentioned_batch, qb.mentioned] = 1.0
+        return term
 
     def forward(self, qb: QueryBatch, h: dict[str, Tensor] | None = None) -> Tensor:
         """Scores [B, n_candidates]: one full pass over the graph, or over the node representations ``h`` of an

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from qamrec.config import LEGACY_MODEL_SETTINGS, ModelConfig, TrainConfig
 from qamrec.data.crs import CRSData
+from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 from qamrec.io import atomic_path, atomic_write_json, read_json
@@ -62,6 +63,8 @@ class QAMRec(Recommender):
         self._precomputed: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the co-mention memory's weight and each tried weight's dev metrics (set by :meth:`fit`)
         self.comention: dict[str, Any] | None = None
+        #: the mention bonus chosen on dev, the learned one and each tried bonus's dev metrics (set by :meth:`fit`)
+        self.mention: dict[str, Any] | None = None
         #: the neighbour vote's setting and each tried setting's dev metrics (set by :meth:`fit`)
         self.neighbours: dict[str, Any] | None = None
 
@@ -97,6 +100,8 @@ class QAMRec(Recommender):
             memory.weight.requires_grad_(False)
             if crs.dev:
                 self.comention = self._choose_memory(dev_q, crs, graph.meta["item_ids"])
+        if self.model_cfg.mention_choice and crs.dev:  # after the memory, which was chosen with the learned bonus
+            self.mention = self._choose_mention(dev_q, crs, graph.meta["item_ids"])
         if (votes := self.net.neighbours) is not None:  # type: ignore[union-attr]
             votes.remember(train_q.text, gold, train_q.anchors, train_q.anchor_batch)
             if crs.dev:  # after the memory: the vote is weighed against the model with its memory
@@ -147,6 +152,30 @@ class QAMRec(Recommender):
         self._precomputed = None
         return {"weight": float(memory.weight), "dev": rows} | (
             {"learned": learned} if self.model_cfg.comention_train else {})
+
+    #: the mention bonuses tried on dev besides the learned one (score units; the scores' std is ~3 on ReDial)
+    MENTION_GRID = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+    def _choose_mention(self, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> dict[str, Any]:
+        r"""``model.mention_choice``: set the bonus :math:`\beta` of the movies a query names to the learned one
+        or one of :data:`MENTION_GRID`, by dev NDCG@10 (:func:`~qamrec.eval.choice.dev_choice`: the learned one
+        unless another gains more than one standard error). Training learns :math:`\beta` for likelihood, and
+        there the movie-list examples, which never name their answer again, pull it down (negative on ReDial),
+        while 8% of ReDial's dialogue answers name a context movie again, which the protocol counts as a hit."""
+        net = self.net
+        assert net is not None
+        learned = float(net.mention_bonus.detach())
+        with torch.no_grad():
+            net.mention_bonus.fill_(0.0)
+        self._precomputed = None
+        base = self.score_batch(dev_q)
+        term = net.mention_term(dev_q, base.shape[1]).numpy()
+        grid = [learned] + [w for w in self.MENTION_GRID if w != learned]
+        rows, best = dev_choice((({"weight": w}, base + np.float32(w) * term) for w in grid), crs.dev, item_ids)
+        with torch.no_grad():
+            net.mention_bonus.fill_(rows[best]["weight"])
+        self._precomputed = None
+        return {"weight": rows[best]["weight"], "learned": learned, "dev": rows}
 
     def _pretrain(self, pre: Pretraining, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> None:
         """Fit the network on the pseudo-requests (kept: the best epoch by dev NDCG@10), or load the cached

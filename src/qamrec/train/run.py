@@ -158,6 +158,11 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         row = next(r for r in memory["dev"] if r["weight"] == memory["weight"])
         log(f"co-mention memory: weight {memory['weight']:g} (dev NDCG@10 {memory['dev'][0]['ndcg@10']:.4f} -> "
             f"{row['ndcg@10']:.4f}, recall@10 {memory['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
+    if (mention := getattr(model, "mention", None)) is not None:
+        row = next(r for r in mention["dev"] if r["weight"] == mention["weight"])
+        log(f"mention bonus: {mention['weight']:g}, learned {mention['learned']:.3f} (dev NDCG@10 "
+            f"{mention['dev'][0]['ndcg@10']:.4f} -> {row['ndcg@10']:.4f}, recall@10 "
+            f"{mention['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
     if (votes := getattr(model, "neighbours", None)) is not None:
         row = next(r for r in votes["dev"] if (r["kind"], r["weight"]) == (votes["kind"], votes["weight"]))
         log(f"neighbour vote: {votes['kind']} x {votes['weight']:g} over {votes['examples']:,} training examples "
@@ -174,6 +179,7 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
         "n_train_dialogues": crs.n_train_dialogues, "train_targets": model.train_targets,  # type: ignore[attr-defined]
         "resumed_from_epoch": ckpt.resumed_from, "comention": getattr(model, "comention", None),
+        "mention": getattr(model, "mention", None),
         "neighbours": getattr(model, "neighbours", None),
         "pretrain": None if pre is None else {"examples": len(pre.texts), **pre.counts, "epochs": pre.epochs,
                                               "seconds": round(pre.seconds, 1), "cached": pre.cached},

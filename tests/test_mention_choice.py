@@ -1,0 +1,77 @@
+"""The bonus of the movies a query names, set on dev after training (``model.mention_choice``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from qamrec.config import ModelConfig, TrainConfig, load_config
+from qamrec.eval.protocol import CRSExample
+from qamrec.models.net import QAMRecNet
+from qamrec.models.qamrec import QAMRec
+from qamrec.models.query import Query, QueryFeaturizer
+from qamrec.train.rundir import reusable_run
+from tests.test_models import TEXT_DIM, fake_text, tiny_graph
+
+
+def _ex(i: int, named: int, answer: int) -> CRSExample:
+    return CRSExample(i, 0, (f"dialogue {i}",), (named,), answer, "")
+
+
+def test_mention_term_marks_the_candidates_each_query_names():
+    graph = tiny_graph()
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, retrieved=0), TEXT_DIM).eval()
+
+    qb = QueryFeaturizer(graph, fake_text, 0)([Query("a", entities=(900, 902)), Query("b")])
+    term = net.mention_term(qb, len(graph.meta["candidates"]))
+    assert term.tolist() == [[1, 0, 1, 0, 0], [0, 0, 0, 0, 0]]
+    with torch.no_grad():
+        before = net(qb)
+        net.mention_bonus.add_(5.0)
+        after = net(qb)
+    assert torch.allclose(after - before, 5.0 * term, atol=1e-5)
+
+
+def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(tmp_path: Path):
+    # training answers are never named in their context (as ReDial's movie lists); every dev answer is
+    crs = SimpleNamespace(train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
+                          dev=[_ex(20 + i, 900 + i % 3, 900 + i % 3) for i in range(6)])
+    m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
+               TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
+    m.fit(crs, tiny_graph())  # type: ignore[arg-type]
+    assert m.mention is not None and m.mention["dev"][0]["weight"] == m.mention["learned"]
+    assert m.mention["weight"] == float(m.net.mention_bonus) > m.mention["learned"]
+    chosen = next(r for r in m.mention["dev"] if r["weight"] == m.mention["weight"])
+    assert chosen["ndcg@10"] == 1.0 > m.mention["dev"][0]["ndcg@10"] + chosen["gain_se"]
+    m.save(tmp_path)
+    back = QAMRec.load(tmp_path, tiny_graph(), fake_text)
+    assert float(back.net.mention_bonus) == m.mention["weight"]
+    q = [Query("dialogue 99", entities=(901,))]
+    assert int(np.argmax(back.score(q)[0])) == 1  # the named movie first, as on dev
+
+
+def test_fit_keeps_the_learned_bonus_when_dev_answers_are_new_and_when_switched_off():
+    crs = SimpleNamespace(train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
+                          dev=[_ex(20 + i, 900 + i % 2, 903 + i % 2) for i in range(6)])
+    m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
+               TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
+    m.fit(crs, tiny_graph())  # type: ignore[arg-type]
+    assert m.mention is not None and m.mention["weight"] == m.mention["learned"] == float(m.net.mention_bonus)
+    off = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False, mention_choice=False),
+                 TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
+    off.fit(crs, tiny_graph())  # type: ignore[arg-type]
+    assert off.mention is None and float(off.net.mention_bonus) == m.mention["learned"]
+
+
+def test_a_run_saved_before_the_choice_is_not_reused_as_one_with_it(tmp_path: Path):
+    config = load_config([], home=tmp_path)
+    saved = json.loads(config.model_dump_json()) | {"dataset": "inspired"}
+    (tmp_path / "metrics.json").write_text(json.dumps({"model": "qamrec"}))
+    del saved["model"]["mention_choice"]  # as saved before the setting existed: the learned bonus was kept
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert reusable_run(tmp_path, config, "inspired", "qamrec") is None
+    assert reusable_run(tmp_path, load_config(["model.mention_choice=false"], home=tmp_path), "inspired", "qamrec")
