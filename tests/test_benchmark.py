@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qamrec.config import load_config
+from qamrec.errors import QamrecError
 from qamrec.eval.benchmark import VARIANTS, run_crs_benchmark
 
 
@@ -56,6 +57,14 @@ def test_benchmark_rows_seeds_partial_rerun_and_reuse(tmp_path: Path):
     md = (tmp_path / "out" / "crs_inspired.md").read_text()
     assert "| no_graph (1 seed) | 0.050 | 0.150 | " in md and "| qamrec | 0.050 ± 0.000 | 0.205 ± 0.007 |" in md
     assert "no_new_data" not in res and any(v.name == "no_new_data" and v.datasets == ("redial",) for v in VARIANTS)
+    # comma-separated names are split; a name no variant has stops before anything runs
+    res = run_crs_benchmark("inspired", config, tmp_path / "out", None, train, evaluate, only=["no_graph,qamrec"],
+                            log=lambda s: None, seeds=(0,))
+    assert {"no_graph", "qamrec"} <= set(res) and trained[-1] == "inspired-qamrec"
+    with pytest.raises(QamrecError, match="no_such_row: no such variant"):
+        run_crs_benchmark("inspired", config, tmp_path / "out2", None, train, evaluate, only=["qamrec,no_such_row"],
+                          log=lambda s: None, seeds=(0,))
+    assert not (tmp_path / "out2").exists()
 
 
 def test_a_run_saved_before_a_setting_existed_is_reused_as_its_default(tmp_path: Path):

@@ -84,7 +84,7 @@ def benchmark_crs(
     dataset: Annotated[str, typer.Option(help="redial or inspired")],
     test: Annotated[Optional[Path], typer.Option(help="test file (UniCRS format); default: the held-out/validation file")] = None,
     out: Annotated[Path, typer.Option(help="folder for the table, JSON, chart and runs")] = Path("bench"),
-    only: Annotated[Optional[list[str]], typer.Option(help="run only these variants (repeatable)")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="run only these variants (repeatable, or comma-separated)")] = None,
     seeds: Annotated[str, typer.Option(help="seeds, comma-separated: each row is the mean ± std over them")] = "0",
 ) -> None:
     """Baselines, our model and its ablations on the UniCRS protocol: markdown table + JSON + bar chart."""

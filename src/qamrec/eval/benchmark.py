@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from qamrec.config import Config
+from qamrec.errors import QamrecError
 from qamrec.eval.evaluate import PUBLISHED, comparison_table
 from qamrec.io import atomic_write_json, atomic_write_text
 from qamrec.train.rundir import train_or_reuse
@@ -150,6 +151,11 @@ def run_crs_benchmark(dataset: str, config: Config, out: Path, test_file: Path |
     validation dialogues held out (ReDial) and are tested on those; with it, they train on everything else.
     A run directory that is already complete with the same settings is reused (``train`` decides).
     """
+    if only:  # "a,b" and repeated names alike; a name no variant has is an error, not an empty run
+        only = [n.strip() for name in only for n in name.split(",") if n.strip()]
+        if unknown := [n for n in only if n not in {v.name for v in VARIANTS}]:
+            raise QamrecError(f"--only {', '.join(unknown)}: no such variant; the variants: "
+                              + ", ".join(v.name for v in VARIANTS))
     out.mkdir(parents=True, exist_ok=True)
     if test_file is None:
         config = config.with_benchmark_heldout()
