@@ -44,12 +44,12 @@ def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(t
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
     m.fit(crs, tiny_graph())  # type: ignore[arg-type]
     assert m.mention is not None and m.mention["dev"][0]["weight"] == m.mention["learned"]
-    assert m.mention["weight"] == float(m.net.mention_bonus) > m.mention["learned"]
+    assert m.mention["weight"] == m.net.mention_bonus.item() > m.mention["learned"]
     chosen = next(r for r in m.mention["dev"] if r["weight"] == m.mention["weight"])
     assert chosen["ndcg@10"] == 1.0 > m.mention["dev"][0]["ndcg@10"] + chosen["gain_se"]
     m.save(tmp_path)
     back = QAMRec.load(tmp_path, tiny_graph(), fake_text)
-    assert float(back.net.mention_bonus) == m.mention["weight"]
+    assert back.net.mention_bonus.item() == m.mention["weight"]
     q = [Query("dialogue 99", entities=(901,))]
     assert int(np.argmax(back.score(q)[0])) == 1  # the named movie first, as on dev
 
@@ -60,11 +60,11 @@ def test_fit_keeps_the_learned_bonus_when_dev_answers_are_new_and_when_switched_
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
     m.fit(crs, tiny_graph())  # type: ignore[arg-type]
-    assert m.mention is not None and m.mention["weight"] == m.mention["learned"] == float(m.net.mention_bonus)
+    assert m.mention is not None and m.mention["weight"] == m.mention["learned"] == m.net.mention_bonus.item()
     off = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False, mention_choice=False),
                  TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
     off.fit(crs, tiny_graph())  # type: ignore[arg-type]
-    assert off.mention is None and float(off.net.mention_bonus) == m.mention["learned"]
+    assert off.mention is None and off.net.mention_bonus.item() == m.mention["learned"]
 
 
 def test_a_run_saved_before_the_choice_is_not_reused_as_one_with_it(tmp_path: Path):
