@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from qamrec.config import LEGACY_MODEL_SETTINGS, ModelConfig, TrainConfig
 from qamrec.data.crs import CRSData
-from qamrec.eval.choice import dev_choice
+from qamrec.eval.choice import choose_weight
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 from qamrec.io import atomic_path, atomic_write_json, read_json
@@ -111,7 +111,6 @@ class QAMRec(Recommender):
                 kind = ("both" if bool(votes.both) else "text") if float(votes.weight) else "none"
                 self.neighbours = {"kind": kind, "weight": float(votes.weight),
                                    "k": votes.k, "examples": len(votes), "dev": rows}
-                self._precomputed = None
         return self
 
     def _memory_in_training(self, train: Sequence[CRSExample], train_q: QueryBatch,
@@ -148,8 +147,7 @@ class QAMRec(Recommender):
         base = self.score_batch(dev_q)
         term = memory.term(dev_q.anchors, dev_q.anchor_batch, len(dev_q)).numpy()
         grid = sorted(set(memory.GRID) | ({learned} if self.model_cfg.comention_train else set()))
-        rows = memory.choose(base, term, crs.dev, item_ids, grid)
-        self._precomputed = None
+        rows = memory.choose(base, term, crs.dev, item_ids, grid)  # its term is added to the scores only
         return {"weight": float(memory.weight), "dev": rows} | (
             {"learned": learned} if self.model_cfg.comention_train else {})
 
@@ -165,16 +163,14 @@ class QAMRec(Recommender):
         net = self.net
         assert net is not None
         learned = float(net.mention_bonus.detach())
-        with torch.no_grad():
+        with torch.no_grad():  # the bonus is added to the scores only: the cached representations stay valid
             net.mention_bonus.fill_(0.0)
-        self._precomputed = None
         base = self.score_batch(dev_q)
         term = net.mention_term(dev_q, base.shape[1]).numpy()
         grid = [learned] + [w for w in self.MENTION_GRID if w != learned]
-        rows, best = dev_choice((({"weight": w}, base + np.float32(w) * term) for w in grid), crs.dev, item_ids)
+        rows, best = choose_weight(base, term, crs.dev, item_ids, grid)
         with torch.no_grad():
             net.mention_bonus.fill_(rows[best]["weight"])
-        self._precomputed = None
         return {"weight": rows[best]["weight"], "learned": learned, "dev": rows}
 
     def _pretrain(self, pre: Pretraining, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> None:

@@ -107,6 +107,12 @@ def test_summary(metrics: dict[str, Any]) -> str:
             f"recall@50 {t['recall@50']:.3f}")
 
 
+def _dev_gain(reference: dict[str, float], chosen: dict[str, float]) -> str:
+    """``(dev NDCG@10 a -> b, recall@10 c -> d)``: a setting chosen on dev after training against its reference."""
+    return (f"(dev NDCG@10 {reference['ndcg@10']:.4f} -> {chosen['ndcg@10']:.4f}, "
+            f"recall@10 {reference['recall@10']:.4f} -> {chosen['recall@10']:.4f})")
+
+
 def select_test_examples(graph: Graph, test_file: Path, entity2id: dict[str, int] | None,
                   include_training: bool = False) -> tuple[list[CRSExample], int, int]:
     """Examples of ``test_file``; when it is the file the graph's held-out split was drawn from, only the
@@ -156,18 +162,15 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         log(f"pretraining: {'cached' if pre.cached else f'{pre.seconds:.0f} s'}")
     if (memory := getattr(model, "comention", None)) is not None:
         row = next(r for r in memory["dev"] if r["weight"] == memory["weight"])
-        log(f"co-mention memory: weight {memory['weight']:g} (dev NDCG@10 {memory['dev'][0]['ndcg@10']:.4f} -> "
-            f"{row['ndcg@10']:.4f}, recall@10 {memory['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
+        log(f"co-mention memory: weight {memory['weight']:g} {_dev_gain(memory['dev'][0], row)}")
     if (mention := getattr(model, "mention", None)) is not None:
         row = next(r for r in mention["dev"] if r["weight"] == mention["weight"])
-        log(f"mention bonus: {mention['weight']:g}, learned {mention['learned']:.3f} (dev NDCG@10 "
-            f"{mention['dev'][0]['ndcg@10']:.4f} -> {row['ndcg@10']:.4f}, recall@10 "
-            f"{mention['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
+        log(f"mention bonus: {mention['weight']:g}, learned {mention['learned']:.3f} "
+            f"{_dev_gain(mention['dev'][0], row)}")
     if (votes := getattr(model, "neighbours", None)) is not None:
         row = next(r for r in votes["dev"] if (r["kind"], r["weight"]) == (votes["kind"], votes["weight"]))
         log(f"neighbour vote: {votes['kind']} x {votes['weight']:g} over {votes['examples']:,} training examples "
-            f"(dev NDCG@10 {votes['dev'][0]['ndcg@10']:.4f} -> {row['ndcg@10']:.4f}, "
-            f"recall@10 {votes['dev'][0]['recall@10']:.4f} -> {row['recall@10']:.4f})")
+            f"{_dev_gain(votes['dev'][0], row)}")
     model.train_targets = sorted({e.item for e in crs.train})  # type: ignore[attr-defined]
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
