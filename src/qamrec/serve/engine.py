@@ -288,6 +288,17 @@ class Engine:
         self._text_index = ItemIndex(self.model.featurizer.movie_text, "int8") if dtype == "int8" else None
         return len(ids)
 
+    def _exact_top(self, s: torch.Tensor, raw: torch.Tensor, qvec: torch.Tensor, n: int) -> torch.Tensor:
+        """What makes the ``n`` best rows of ``s`` exact: [len(s)] the exact product minus the first pass's
+        score ``raw`` at those rows (0 elsewhere, and at rows already exact). ``raw`` is updated to the exact
+        scores, so that a later call corrects only rows lifted since."""
+        top = torch.topk(s, n).indices
+        exact = self.index.exact(top, qvec)
+        out = torch.zeros_like(s)
+        out[top] = exact - raw[top]
+        raw[top] = exact
+        return out
+
     def _movie_bias(self, movie_ids: np.ndarray) -> torch.Tensor:
         """[n] the learned bias of each (candidate) movie: the largest of its candidates'."""
         return torch.tensor([self._popularity[int(m)] for m in movie_ids], dtype=torch.float32)
@@ -439,14 +450,17 @@ class Engine:
         if use_fb:
             banned |= set(fb.disliked) | set(fb.seen) | set(fb.liked)
         qvec = torch.cat(qv)
-        s = self.index.scores(qvec, rerank=max(256, 5 * k + len(banned)))  # exact where it is read
-        raw = s.clone() if u and self.index.approximate else None
+        top_n = min(len(self.index), 5 * k + len(banned))
+        s = self.index.scores(qvec, rerank=max(256, top_n))  # exact where it is read
+        raw = s.clone() if self.index.approximate else None
         if qb.mentioned.numel():
             s[qb.mentioned] += net.mention_bonus
         if self.comention and net.memory is not None and net.memory.active:  # QAMRecNet.score's co-mention term
             s[:n_c] += net.memory(qb.anchors, qb.anchor_batch, 1)[0]
         if self.neighbours and net.neighbours is not None and net.neighbours.active:  # QAMRecNet.score's vote
             s[:n_c] += net.neighbours(qb.text, qb.anchors, qb.anchor_batch)[0]
+        if raw is not None:  # the terms lift rows the first pass did not re-score: score the new top exactly
+            s += self._exact_top(s, raw, qvec, top_n)
         gated = self._add_gate(p, s, n_c) if self._gate is not None else None  # the modality gate (_add_gate)
         sd, mu = torch.std_mean(s)
         final = (s - mu) / sd.clamp(min=1e-6)  # standardized, so that feedback labels have a common scale
@@ -455,9 +469,8 @@ class Engine:
             final[:n_c] += self.refine.weight * r
         if u:
             final += torch.from_numpy(self.facts.adjust(u, Weights(every_concept=self.refine.every_concept)))
-            if raw is not None:  # the facts lift rows the first pass did not re-score: score the new top exactly
-                top = torch.topk(final, min(len(final), 5 * k + len(banned))).indices
-                final[top] += (self.index.exact(top, qvec) - raw[top]) / sd.clamp(min=1e-6)
+            if raw is not None:  # so do the facts
+                final += self._exact_top(final, raw, qvec, top_n) / sd.clamp(min=1e-6)
         all_movies = self.all_movies
         picked: list[int] = []
         taken: set[int] = set()
