@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from qamrec.config import ModelConfig, TrainConfig, load_config
@@ -34,6 +35,13 @@ def test_mention_term_marks_the_candidates_each_query_names():
         net.mention_bonus.add_(5.0)
         after = net(qb)
     assert torch.allclose(after - before, 5.0 * term, atol=1e-5)
+    with torch.no_grad():
+        net.mention_bonus.add_(100.0)
+        net.mention_cap.fill_(True)
+        capped = net(qb)
+    order = capped[0].argsort(descending=True).tolist()
+    assert term[0, order[0]] == 0 and sorted(order[1:3]) == [0, 2]  # the named 0 and 2 right after the best other
+    assert torch.allclose(capped[1], after[1])
 
 
 def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(tmp_path: Path):
@@ -75,3 +83,42 @@ def test_a_run_saved_before_the_choice_is_not_reused_as_one_with_it(tmp_path: Pa
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert reusable_run(tmp_path, config, "inspired", "qamrec") is None
     assert reusable_run(tmp_path, load_config(["model.mention_choice=false"], home=tmp_path), "inspired", "qamrec")
+
+
+def test_below_top_places_named_candidates_under_the_best_other_in_their_order():
+    s = torch.tensor([[5.0, 9.0, 3.0, 8.0], [5.0, 9.0, 3.0, 8.0], [1.0, 2.0, 3.0, 4.0]])
+    named = torch.tensor([[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]], dtype=torch.float32)
+    out = QAMRecNet.below_top(s, named)
+    assert out[0].argsort(descending=True).tolist() == [0, 1, 3, 2]
+    assert out[0, 0] == 5.0 > out[0, 1] > out[0, 3] > 4.99 and out[0, 2] == 3.0
+    assert torch.equal(out[1:], s[1:])  # nothing named, or the named one already below the others
+
+
+def test_the_choice_keeps_named_movies_below_the_first_when_most_dev_answers_are_new():
+    # every dev request names 900 and the model ranks 903 first, 900 last but one; the answer is 903 two times in
+    # three and 900 again one time in three: a large bonus lifts 900 to first place (good for a third of the
+    # requests), kept below the first it reaches second place and costs the others nothing
+    graph = tiny_graph()
+    crs = SimpleNamespace(dev=[_ex(20 + i, 900, 900 if i % 3 == 2 else 903) for i in range(12)])
+    m = QAMRec(ModelConfig(hidden=8, heads=2, retrieved=0, comention=False), TrainConfig(), fake_text)
+    m._setup(graph)
+    dev_q = m.featurize([Query(e.context[0], entities=e.entities) for e in crs.dev])
+    m.score_batch = lambda qb: np.tile(np.float32([1.1, 8.0, -2.0, 9.0, 8.5]), (len(qb), 1))  # type: ignore
+    mention = m._choose_mention(dev_q, crs, graph.meta["item_ids"])  # type: ignore[arg-type]
+    assert (mention["weight"], mention["below_top"]) == (8.0, True)  # no bonus of the grid puts 900 second
+    assert m.net.mention_bonus.item() == 8.0 and bool(m.net.mention_cap)
+    rows = {(r["weight"], r["below_top"]): r for r in mention["dev"]}
+    assert rows[(8.0, True)]["ndcg@10"] == pytest.approx((2 + 1 / np.log2(3)) / 3)  # 903 first, 900 second
+    assert rows[(8.0, False)]["ndcg@10"] == pytest.approx((2 / np.log2(3) + 1) / 3)  # 900 first, 903 second
+    assert rows[(8.0, True)]["recall@10"] == rows[(8.0, False)]["recall@10"] == 1.0
+    m.model_cfg = m.model_cfg.model_copy(update={"mention_cap": False})
+    assert not any(r["below_top"] for r in m._choose_mention(dev_q, crs, graph.meta["item_ids"])["dev"])
+
+
+def test_a_model_saved_before_the_cap_loads_uncapped(tmp_path: Path):
+    graph = tiny_graph()
+    net = QAMRecNet(graph, ModelConfig(hidden=8, heads=2, retrieved=0), TEXT_DIM)
+    state = {k: v for k, v in net.state_dict().items() if k != "mention_cap"}
+    net.mention_cap.fill_(True)
+    net.load_state_dict(state)
+    assert not bool(net.mention_cap)

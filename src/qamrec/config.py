@@ -93,7 +93,8 @@ class MSCRSConfig(BaseModel):
 #: deciding whether it can be reused read its missing settings from here
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"shared_bias": False, "pool_roles": False, "id_embedding": False,
                                          "attention": "gat", "pool_recency": 0, "comention": False,
-                                         "neighbours": False, "mention_choice": False}
+                                         "neighbours": False, "mention_choice": False,
+                                         "mention_cap": False}
 #: the same for the training settings: what a run saved before a setting existed did
 LEGACY_TRAIN_SETTINGS: dict[str, Any] = {"merge_turns": False}
 
@@ -138,6 +139,8 @@ class ModelConfig(BaseModel):
                                  "query names on dev: the learned one or a grid, by NDCG@10 with a standard-error "
                                  "guard (the protocols count a movie named again as a hit; the service never "
                                  "recommends a movie the person named)")
+    mention_cap: bool = Field(default=True, description="the mention choice also tries each bonus with the named "
+                              "movies kept below the best other movie (ranks 2, 3, ... instead of 1, 2, ...)")
     neighbours_k: int = Field(default=200, ge=1, description="training examples voting in model.neighbours")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -49,7 +51,8 @@ class QAMRecNet(nn.Module):
        frozen text similarity, off without text features) lets training start from text retrieval, and
        :math:`\beta` is added for candidates the query itself mentions (recommenders often come back to a
        movie already named: 7.5% of ReDial and 24% of INSPIRED validation answers; learned, then with
-       ``model.mention_choice`` set on dev after training, :meth:`mention_term`). With ``model.comention``,
+       ``model.mention_choice`` set on dev after training, :meth:`mention_term`; with ``model.mention_cap``
+       the choice may also keep them below the best other candidate, :meth:`below_top`). With ``model.comention``,
        :class:`~qamrec.models.memory.CoMention` adds :math:`w \sum_{a} \hat C_{a\,m(j)}`: how often the movies
        the query names were mentioned with candidate :math:`j` in the training dialogues (:math:`w` chosen on
        dev after training). With ``model.neighbours``, :class:`~qamrec.models.neighbours.ContextNeighbours`
@@ -122,6 +125,8 @@ class QAMRecNet(nn.Module):
             self.register_buffer("cand_text", cand_text, persistent=False)
             self.text_weight = nn.Parameter(torch.tensor(10.0))
         self.mention_bonus = nn.Parameter(torch.tensor(1.0))
+        #: keep the named candidates below the best other one (:meth:`below_top`; set on dev after training)
+        self.register_buffer("mention_cap", torch.tensor(False))
         self.dropout = nn.Dropout(cfg.dropout)
         #: the modality gate (created last, so the other parameters' initialisation does not depend on it)
         self.gate: ModalityGate | None = self._make_gate(graph) if cfg.modality_gate else None
@@ -135,6 +140,10 @@ class QAMRecNet(nn.Module):
         #: the training examples' vote (``model.neighbours``): stored and weighed on dev after training
         self.neighbours: ContextNeighbours | None = (
             ContextNeighbours(n_movies, len(self.candidates), cfg.neighbours_k) if cfg.neighbours else None)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        state_dict.setdefault(prefix + "mention_cap", torch.tensor(False))  # saved before the cap existed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def bias(self) -> Tensor:
@@ -315,13 +324,29 @@ class QAMRecNet(nn.Module):
             s = s + self.bias
         if self.cfg.text_features:
             s = s + self.text_weight * (nn.functional.normalize(qb.text, dim=1) @ self.cand_text.T)
-        if qb.mentioned.numel():
-            s = s + self.mention_bonus * self.mention_term(qb, s.shape[1])
+        named = self.mention_term(qb, s.shape[1]) if qb.mentioned.numel() else None
+        if named is not None:
+            s = s + self.mention_bonus * named
         if self.memory is not None and self.memory.active:
             s = s + self.memory(qb.anchors, qb.anchor_batch, s.shape[0])
         if self.neighbours is not None and self.neighbours.active:
             s = s + self.neighbours(qb.text, qb.anchors, qb.anchor_batch)
+        if named is not None and bool(self.mention_cap):
+            s = self.below_top(s, named)
         return s, alpha
+
+    @staticmethod
+    def below_top(s: Tensor, named: Tensor) -> Tensor:
+        r"""``s`` [B, n] with each row's named candidates (``named`` > 0) that score at or above its best other
+        candidate :math:`s^* = \max_{j \notin N} s_j` placed just below it, in their own order:
+        :math:`s_j \leftarrow s^* - 10^{-3} - 10^{-4} (\max_{i \in N} s_i - s_j)`. With a large bonus the
+        named movies then fill ranks 2, 3, ... instead of 1, 2, ...: the protocols count a movie named again
+        as a hit, yet the model's best new movie is the likelier first answer."""
+        named = named > 0
+        other = s.masked_fill(named, float("-inf")).amax(1, keepdim=True)
+        top = s.masked_fill(~named, float("-inf")).amax(1, keepdim=True)
+        over = named & (s >= other) & other.isfinite()
+        return torch.where(over, other - 1e-3 - 1e-4 * (top - s), s)
 
     @staticmethod
     def mention_term(qb: QueryBatch, n_candidates: int) -> Tensor:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from qamrec.config import LEGACY_MODEL_SETTINGS, ModelConfig, TrainConfig
 from qamrec.data.crs import CRSData
-from qamrec.eval.choice import choose_weight
+from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 from qamrec.io import atomic_path, atomic_write_json, read_json
@@ -159,19 +159,30 @@ class QAMRec(Recommender):
         or one of :data:`MENTION_GRID`, by dev NDCG@10 (:func:`~qamrec.eval.choice.dev_choice`: the learned one
         unless another gains more than one standard error). Training learns :math:`\beta` for likelihood, and
         there the movie-list examples, which never name their answer again, pull it down (negative on ReDial),
-        while 8% of ReDial's dialogue answers name a context movie again, which the protocol counts as a hit."""
+        while 8% of ReDial's dialogue answers name a context movie again, which the protocol counts as a hit.
+        With ``model.mention_cap`` each bonus is tried with the named movies also kept below the best other one
+        (:meth:`QAMRecNet.below_top`): a large bonus then costs no first places."""
         net = self.net
         assert net is not None
         learned = float(net.mention_bonus.detach())
         with torch.no_grad():  # the bonus is added to the scores only: the cached representations stay valid
             net.mention_bonus.fill_(0.0)
         base = self.score_batch(dev_q)
-        term = net.mention_term(dev_q, base.shape[1]).numpy()
+        term = net.mention_term(dev_q, base.shape[1])
         grid = [learned] + [w for w in self.MENTION_GRID if w != learned]
-        rows, best = choose_weight(base, term, crs.dev, item_ids, grid)
+
+        def scores(w: float, cap: bool) -> np.ndarray:
+            s = torch.from_numpy(base) + w * term
+            return (net.below_top(s, term) if cap else s).numpy()
+
+        caps = (False, True) if self.model_cfg.mention_cap else (False,)
+        rows, best = dev_choice((({"weight": float(w), "below_top": cap}, scores(w, cap)) for cap in caps
+                                 for w in grid), crs.dev, item_ids)
         with torch.no_grad():
             net.mention_bonus.fill_(rows[best]["weight"])
-        return {"weight": rows[best]["weight"], "learned": learned, "dev": rows}
+            net.mention_cap.fill_(rows[best]["below_top"])
+        return {"weight": rows[best]["weight"], "below_top": rows[best]["below_top"], "learned": learned,
+                "dev": rows}
 
     def _pretrain(self, pre: Pretraining, dev_q: QueryBatch, crs: CRSData, item_ids: Sequence[int]) -> None:
         """Fit the network on the pseudo-requests (kept: the best epoch by dev NDCG@10), or load the cached

@@ -164,9 +164,10 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         row = next(r for r in memory["dev"] if r["weight"] == memory["weight"])
         log(f"co-mention memory: weight {memory['weight']:g} {_dev_gain(memory['dev'][0], row)}")
     if (mention := getattr(model, "mention", None)) is not None:
-        row = next(r for r in mention["dev"] if r["weight"] == mention["weight"])
-        log(f"mention bonus: {mention['weight']:g}, learned {mention['learned']:.3f} "
-            f"{_dev_gain(mention['dev'][0], row)}")
+        row = next(r for r in mention["dev"] if (r["weight"], r["below_top"]) == (mention["weight"],
+                                                                                   mention["below_top"]))
+        log(f"mention bonus: {mention['weight']:g}{' below the best other movie' if row['below_top'] else ''}, "
+            f"learned {mention['learned']:.3f} {_dev_gain(mention['dev'][0], row)}")
     if (votes := getattr(model, "neighbours", None)) is not None:
         row = next(r for r in votes["dev"] if (r["kind"], r["weight"]) == (votes["kind"], votes["weight"]))
         log(f"neighbour vote: {votes['kind']} x {votes['weight']:g} over {votes['examples']:,} training examples "
