@@ -40,7 +40,7 @@ def test_finetuning_pulls_contexts_to_their_answers(tmp_path: Path):
 
     info = finetune_text_encoder(pairs, tmp_path / "ft", steps=12, batch_size=4, lr=1e-4, max_seq_length=64,
                                  max_epochs=4)
-    assert info["steps"] == 12
+    assert info["steps"] == 12 and info["max_seq_length"] == 64
     assert 12 <= info["pairs_used"] < 48  # a batch keeps one example per answer: repeated answers are dropped
     assert info["loss_last"] < info["loss_first"]
     tuned = TextEncoder(tmp_path / "ft")  # a sentence-transformers folder that loads offline
@@ -48,9 +48,12 @@ def test_finetuning_pulls_contexts_to_their_answers(tmp_path: Path):
     assert loss(tuned) < 0.5 * loss(base)
     assert (tmp_path / "ft" / ".finetune.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["ft"]  # nothing left beside it
-    # by default at most one pass over the pairs, whatever the step budget
-    once = finetune_text_encoder(pairs, tmp_path / "ft", steps=50, batch_size=4, max_seq_length=64)
-    assert once["steps"] == 3 and TextEncoder(tmp_path / "ft").name != tuned.name  # replaced: a new cache id
+    assert tuned._model.max_seq_length == 64  # saved with the model: it bounds every later query too
+    # by default at most one pass over the pairs, whatever the step budget; None: the base model's own length
+    once = finetune_text_encoder(pairs, tmp_path / "ft", steps=50, batch_size=4, max_seq_length=None)
+    again = TextEncoder(tmp_path / "ft")
+    assert once["steps"] == 3 and again.name != tuned.name  # replaced: a new cache id
+    assert once["max_seq_length"] == again._model.max_seq_length == base._model.max_seq_length == 256
 
 
 def test_pairs_train_under_every_seed(prepared_home: Path):

@@ -26,6 +26,8 @@ def text_finetune(
     epochs: Annotated[float, typer.Option(min=0.0, help="passes over the pairs, at most")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=2, help="pairs per batch (in-batch negatives)")] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate")] = 3e-5,
+    max_seq_length: Annotated[int, typer.Option(min=0, help="tokens read of each text, here and in every later "
+                                                            "query (0: the base model's own)")] = 128,
 ) -> None:
     """Fine-tune ``features.text_model`` so a conversation embeds near the text of the movie it was answered
     with (in-batch contrastive loss); the graph's movie texts and the queries are then embedded by it."""
@@ -41,7 +43,7 @@ def text_finetune(
         err_console.print(f"{len(pairs.contexts):,} training pairs from {pairs.n_dialogues:,} dialogues "
                           f"(training under seeds {', '.join(map(str, seed_list))})", highlight=False)
         info = finetune_text_encoder(pairs, out, c.features.text_model, steps=steps, batch_size=batch_size, lr=lr,
-                                     seed=c.seed, max_epochs=epochs,
+                                     seed=c.seed, max_epochs=epochs, max_seq_length=max_seq_length or None,
                                      log=lambda m: (status.update(m), err_console.print(m)))
     console.print(json.dumps(info))
     console.print(f"fine-tuned encoder: {out} (use: qamrec --set features.text_model={out} ...)")
