@@ -453,15 +453,15 @@ class Engine:
         top_n = min(len(self.index), 5 * k + len(banned))
         s = self.index.scores(qvec, rerank=max(256, top_n))  # exact where it is read
         raw = s.clone() if self.index.approximate else None
-        if qb.mentioned.numel():
+        if qb.mentioned.numel():  # (no QAMRecNet.below_top here: a named movie is never recommended back)
             s[qb.mentioned] += net.mention_bonus
         if self.comention and net.memory is not None and net.memory.active:  # QAMRecNet.score's co-mention term
             s[:n_c] += net.memory(qb.anchors, qb.anchor_batch, 1)[0]
         if self.neighbours and net.neighbours is not None and net.neighbours.active:  # QAMRecNet.score's vote
             s[:n_c] += net.neighbours(qb.text, qb.anchors, qb.anchor_batch)[0]
-        if raw is not None:  # the terms lift rows the first pass did not re-score: score the new top exactly
-            s += self._exact_top(s, raw, qvec, top_n)
         gated = self._add_gate(p, s, n_c) if self._gate is not None else None  # the modality gate (_add_gate)
+        if raw is not None:  # these terms lift rows the first pass did not re-score: score the new top exactly
+            s += self._exact_top(s, raw, qvec, top_n)
         sd, mu = torch.std_mean(s)
         final = (s - mu) / sd.clamp(min=1e-6)  # standardized, so that feedback labels have a common scale
         r = self._feedback_scores(fb) if full_fb else None
