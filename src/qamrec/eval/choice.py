@@ -11,7 +11,7 @@ from qamrec.eval.evaluate import metrics_from_ranks
 from qamrec.eval.metrics import NDCG, as_ranks, ranks_of
 from qamrec.eval.protocol import CRSExample
 
-__all__ = ["dev_choice", "choose_weight"]
+__all__ = ["dev_choice"]
 
 
 def dev_choice(settings: Iterable[tuple[dict[str, Any], np.ndarray]], examples: Sequence[CRSExample],
@@ -38,9 +38,3 @@ def dev_choice(settings: Iterable[tuple[dict[str, Any], np.ndarray]], examples: 
         best = 0
     return rows, best
 
-
-def choose_weight(base: np.ndarray, term: np.ndarray, examples: Sequence[CRSExample], item_ids: Sequence[int],
-                  grid: Iterable[float]) -> tuple[list[dict[str, Any]], int]:
-    r""":func:`dev_choice` over the scores ``base + w * term`` for each weight :math:`w` of ``grid`` (its first:
-    the reference): the rows (each with its ``weight``) and the index of the one to keep."""
-    return dev_choice((({"weight": float(w)}, base + np.float32(w) * term) for w in grid), examples, item_ids)

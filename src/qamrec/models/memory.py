@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qamrec.eval.choice import choose_weight
+from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 
@@ -122,7 +122,8 @@ class CoMention(nn.Module):
         first is at most one standard error (:math:`\bar d \le s_d / \sqrt{n}`): then the first
         (:func:`~qamrec.eval.choice.dev_choice`). Returns each weight's dev recall@10 / recall@50 / NDCG@10 and
         its gain's standard error."""
-        rows, best = choose_weight(base, term, examples, item_ids, grid)
+        rows, best = dev_choice((({"weight": float(w)}, base + np.float32(w) * term) for w in grid), examples,
+                                item_ids)
         self.weight.fill_(rows[best]["weight"])
         return rows
 
