@@ -46,7 +46,8 @@ def test_mention_term_marks_the_candidates_each_query_names():
 
 def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(tmp_path: Path):
     # training answers are never named in their context (as ReDial's movie lists); every dev answer is
-    crs = SimpleNamespace(train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[],
+                          train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
                           dev=[_ex(20 + i, 900 + i % 3, 900 + i % 3) for i in range(6)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
@@ -63,7 +64,8 @@ def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(t
 
 
 def test_fit_keeps_the_learned_bonus_when_dev_answers_are_new_and_when_switched_off():
-    crs = SimpleNamespace(train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[],
+                          train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
                           dev=[_ex(20 + i, 900 + i % 2, 903 + i % 2) for i in range(6)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)

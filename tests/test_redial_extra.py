@@ -133,3 +133,30 @@ def test_a_run_saved_before_merging_is_read_as_unmerged(tmp_path: Path):
     assert reusable_run(tmp_path, config.with_overrides(["train.merge_turns=false"]), "redial", "popularity")
     assert saved_config(saved, tmp_path).train.merge_turns is False
     assert config.train.merge_turns is True
+
+
+def test_dev_and_training_dialogues_in_the_test_files_format(benchmark_split):
+    """The dev and training dialogues the test file holds, as it processes them (UniCRS entity linking and
+    labels): none held out; the dev ones are raw dev dialogues, with the file's linked non-movie entities."""
+    config, crs = benchmark_split
+    dialogues = pl.read_parquet(config.prepared_dir / "redial/dialogues.parquet")
+    first = dialogues.filter(pl.col("source") == "unicrs_valid_dialogs.jsonl")["dialogue_id"].to_list()
+    turns = pl.read_parquet(config.prepared_dir / "catalog/redial_turns.parquet")
+    held = {first[i] for i in crs.heldout}
+    ids = sorted(set(turns["dialogue_id"].unique().to_list()) - held)
+    dev_ids = {ids[e.dialogue] for e in crs.dev}
+    got = {first[e.dialogue] for e in crs.dev_as_test}
+    assert len(crs.dev_as_test) == 242 and len(got) == 62
+    train_ids = {ids[e.dialogue] for e in crs.train if e.dialogue < len(ids)}  # movie lists are numbered after
+    assert got <= dev_ids and not got & held and not got & train_ids
+    items = set(crs.item_ids)
+    assert all(e.item in items for e in crs.dev_as_test)
+    # the file links entities the raw dialogues' examples do not have: genres, people (DBpedia)
+    assert np.mean([sum(a not in items for a in e.entities) for e in crs.dev_as_test]) > 1.0
+    assert not any(a not in items for e in crs.dev for a in e.entities)
+    # the file's examples of training dialogues: the rest of what it does not hold out
+    assert len(crs.train_as_test) == 2_585 - 242
+    assert {first[e.dialogue] for e in crs.train_as_test} <= train_ids
+    # INSPIRED trains on a file in its test file's format: there the two are dev and the training examples
+    inspired = load_crs("inspired", config)
+    assert inspired.dev_as_test == inspired.dev and inspired.train_as_test == inspired.train

@@ -94,7 +94,7 @@ class MSCRSConfig(BaseModel):
 LEGACY_MODEL_SETTINGS: dict[str, Any] = {"shared_bias": False, "pool_roles": False, "id_embedding": False,
                                          "attention": "gat", "pool_recency": 0, "comention": False,
                                          "neighbours": False, "mention_choice": False,
-                                         "mention_cap": False}
+                                         "mention_cap": False, "one_id_per_movie": False}
 #: the same for the training settings: what a run saved before a setting existed did
 LEGACY_TRAIN_SETTINGS: dict[str, Any] = {"merge_turns": False}
 
@@ -141,6 +141,9 @@ class ModelConfig(BaseModel):
                                  "recommends a movie the person named)")
     mention_cap: bool = Field(default=True, description="the mention choice also tries each bonus with the named "
                               "movies kept below the best other movie (ranks 2, 3, ... instead of 1, 2, ...)")
+    one_id_per_movie: bool = Field(default=True, description="list a movie the dataset names by several entity "
+                                   "ids under the one the test file's training answers use most, its other ids "
+                                   "below every candidate (models/listing.py); false: every id, alike")
     neighbours_k: int = Field(default=200, ge=1, description="training examples voting in model.neighbours")
     retrieved: int = Field(default=10, ge=0, description="movies retrieved by text similarity into the query's set")
     item_prior: bool = Field(default=False, description="each candidate's bias predicted from its popularity "

@@ -17,7 +17,7 @@ into this one's entity space (:func:`transfer_examples`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,12 @@ class CRSData:
     test_sha256: str
     entity2id: dict[str, int] | None
     n_train_dialogues: int = 0  # training dialogues (with or without examples), dev and held-out ones apart
+    #: the dev and training dialogues as the test file's processing gives them (its entity linking and labels):
+    #: where the test file also holds training dialogues (ReDial's held-out split), its examples of the dialogues
+    #: ``dev`` and ``train`` read from the raw text (those it holds); where the training examples come from a
+    #: file in the test's format (INSPIRED), ``dev`` and the examples of that file
+    dev_as_test: list[CRSExample] = field(default_factory=list)
+    train_as_test: list[CRSExample] = field(default_factory=list)
 
 
 def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -266,6 +272,15 @@ def load_crs(name: str, config: Config) -> CRSData:
         kept = set(pool)
         train = [e for e in train if e.dialogue in kept]
     train_ids = [order[i] for i in pool]
+    trained = set(train_ids)
+    if heldout is None:  # the training file is in the test's format
+        dev_as_test = dev
+        train_as_test = [e for e in examples if e.dialogue not in dev_d and order[e.dialogue] in trained]
+    else:  # the test file's own examples of the dev and training dialogues it holds
+        held, dev_ids = set(heldout), {order[i] for i in dev_d}
+        in_file = [e for e in read_crs_examples(test_file, entity2id) if e.dialogue not in held]
+        dev_as_test = [e for e in in_file if first[e.dialogue] in dev_ids]
+        train_as_test = [e for e in in_file if first[e.dialogue] in trained]
     for other in config.train.transfer:
         if other == name:
             raise QamrecError(f"train.transfer: {name!r} cannot transfer from itself")
@@ -279,7 +294,7 @@ def load_crs(name: str, config: Config) -> CRSData:
                                   prepared, src.kg_step,
                                   None if lists is None else lists.filter(pl.col("dialogue_id").is_in(train_ids))),
         test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
-        n_train_dialogues=len(pool),
+        n_train_dialogues=len(pool), dev_as_test=dev_as_test, train_as_test=train_as_test,
     )
 
 

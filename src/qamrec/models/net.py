@@ -11,6 +11,7 @@ from qamrec.config import ModelConfig
 from qamrec.errors import QamrecError
 from qamrec.graph.store import Graph
 from qamrec.models.gat import GATEncoder
+from qamrec.models.listing import UNLISTED_PENALTY
 from qamrec.models.memory import CoMention
 from qamrec.models.neighbours import ContextNeighbours
 from qamrec.models.modality import ModalityGate
@@ -57,6 +58,8 @@ class QAMRecNet(nn.Module):
        the query names were mentioned with candidate :math:`j` in the training dialogues (:math:`w` chosen on
        dev after training). With ``model.neighbours``, :class:`~qamrec.models.neighbours.ContextNeighbours`
        adds the answers of the training examples whose contexts are most like the query's (chosen alike).
+       With ``model.one_id_per_movie``, a movie the dataset names by several ids is listed under one of them
+       (set after training, :mod:`~qamrec.models.listing`): its other ids lose :data:`UNLISTED_PENALTY`.
     6. With ``model.modality_gate``, the MSMRec-style mixture of semantic modalities (Yu et al.) inside the
        scorer (:class:`~qamrec.models.modality.ModalityGate`, conditioned on the query's preference
        :math:`\mathbf{p}`): each candidate's frozen modality embeddings (plot, cast, crew, genres, tags: the
@@ -127,6 +130,8 @@ class QAMRecNet(nn.Module):
         self.mention_bonus = nn.Parameter(torch.tensor(1.0))
         #: keep the named candidates below the best other one (:meth:`below_top`; set on dev after training)
         self.register_buffer("mention_cap", torch.tensor(False))
+        #: the ids a movie is not listed under (:func:`~qamrec.models.listing.unlisted_ids`; set after training)
+        self.register_buffer("unlisted", torch.zeros(len(self.candidates), dtype=torch.bool))
         self.dropout = nn.Dropout(cfg.dropout)
         #: the modality gate (created last, so the other parameters' initialisation does not depend on it)
         self.gate: ModalityGate | None = self._make_gate(graph) if cfg.modality_gate else None
@@ -143,6 +148,7 @@ class QAMRecNet(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         state_dict.setdefault(prefix + "mention_cap", torch.tensor(False))  # saved before the cap existed
+        state_dict.setdefault(prefix + "unlisted", torch.zeros_like(self.unlisted))  # before the listing existed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -333,6 +339,8 @@ class QAMRecNet(nn.Module):
             s = s + self.neighbours(qb.text, qb.anchors, qb.anchor_batch)
         if named is not None and bool(self.mention_cap):
             s = self.below_top(s, named)
+        if bool(self.unlisted.any()):
+            s = s - UNLISTED_PENALTY * self.unlisted
         return s, alpha
 
     @staticmethod

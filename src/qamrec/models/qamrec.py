@@ -18,6 +18,7 @@ from qamrec.eval.protocol import CRSExample
 from qamrec.graph.store import Graph
 from qamrec.io import atomic_path, atomic_write_json, read_json
 from qamrec.models.base import Recommender
+from qamrec.models.listing import UNLISTED_PENALTY, unlisted_ids
 from qamrec.models.net import QAMRecNet
 from qamrec.models.query import Query, QueryBatch, QueryFeaturizer, context_text, subset
 from qamrec.train.checkpoint import checkpointing
@@ -67,6 +68,8 @@ class QAMRec(Recommender):
         self.mention: dict[str, Any] | None = None
         #: the neighbour vote's setting and each tried setting's dev metrics (set by :meth:`fit`)
         self.neighbours: dict[str, Any] | None = None
+        #: the ids movies are not listed under, and the test-format dev with and without (set by :meth:`fit`)
+        self.listing: dict[str, Any] | None = None
 
     def _setup(self, graph: Graph) -> None:
         self.graph = graph
@@ -111,7 +114,28 @@ class QAMRec(Recommender):
                 kind = ("both" if bool(votes.both) else "text") if float(votes.weight) else "none"
                 self.neighbours = {"kind": kind, "weight": float(votes.weight),
                                    "k": votes.k, "examples": len(votes), "dev": rows}
+        if self.model_cfg.one_id_per_movie:  # last: the choices above read dev in the catalog's own ids
+            self.listing = self._list_once(crs, graph.meta["item_ids"])
         return self
+
+    def _list_once(self, crs: CRSData, item_ids: Sequence[int]) -> dict[str, Any]:
+        """``model.one_id_per_movie``: list each movie under one id, the one the training answers in the test
+        file's format use most (:func:`~qamrec.models.listing.unlisted_ids`). Returns the unlisted ids and the
+        metrics of the dev dialogues in that format, every id listed (the first row) and one per movie."""
+        net = self.net
+        assert net is not None
+        unlisted = unlisted_ids(net.candidates, item_ids, crs.train_as_test, crs.train)
+        rows: list[dict[str, Any]] = []
+        if crs.dev_as_test:
+            dev_q = self.featurize([example_query(e) for e in crs.dev_as_test])
+            every = self.score_batch(dev_q)
+            once = every - UNLISTED_PENALTY * unlisted.numpy()
+            rows, _ = dev_choice((({"one_id_per_movie": o}, s) for o, s in ((False, every), (True, once))),
+                                 crs.dev_as_test, item_ids)  # measured only: the rule has no setting to choose
+        with torch.no_grad():
+            net.unlisted.copy_(unlisted)
+        return {"unlisted": [int(item_ids[j]) for j in unlisted.nonzero().view(-1).tolist()],
+                "dev_as_test": rows}
 
     def _memory_in_training(self, train: Sequence[CRSExample], train_q: QueryBatch,
                             gold: torch.Tensor) -> Callable[[torch.Tensor, QueryBatch], torch.Tensor]:

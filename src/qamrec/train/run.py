@@ -172,9 +172,18 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         row = next(r for r in votes["dev"] if (r["kind"], r["weight"]) == (votes["kind"], votes["weight"]))
         log(f"neighbour vote: {votes['kind']} x {votes['weight']:g} over {votes['examples']:,} training examples "
             f"{_dev_gain(votes['dev'][0], row)}")
+    if (listing := getattr(model, "listing", None)) is not None:
+        rows = listing["dev_as_test"]
+        log(f"one id per movie: {len(listing['unlisted'])} ids unlisted"
+            + (f" {_dev_gain(*rows)} on the dev dialogues in the test file's format" if rows else ""))
     model.train_targets = sorted({e.item for e in crs.train})  # type: ignore[attr-defined]
     examples, n_file, excluded = select_test_examples(graph, crs.test_file, crs.entity2id)
     test = evaluate_model(model, examples, graph.meta["item_ids"])
+    dev_as_test = None
+    if crs.dev_as_test:  # the dev dialogues in the test file's entity linking and labels: no choice reads it
+        dev_as_test = evaluate_model(model, crs.dev_as_test, graph.meta["item_ids"])
+        log(f"dev dialogues as the test file has them: {len(crs.dev_as_test):,} examples, recall@10 "
+            f"{dev_as_test['recall@10']:.3f}, recall@50 {dev_as_test['recall@50']:.3f}")
     hist = getattr(model, "history", None)
     metrics = {
         "dataset": dataset, "model": model.name, "test_file": str(crs.test_file), "test_examples_in_file": n_file,
@@ -183,7 +192,8 @@ def train_run(dataset: str, config: Config, out: Path, *, make_model: Callable[[
         "train_seconds": hist.seconds if hist else None, "n_train": len(crs.train), "n_dev": len(crs.dev),
         "n_train_dialogues": crs.n_train_dialogues, "train_targets": model.train_targets,  # type: ignore[attr-defined]
         "resumed_from_epoch": ckpt.resumed_from, "comention": getattr(model, "comention", None),
-        "mention": getattr(model, "mention", None),
+        "mention": getattr(model, "mention", None), "listing": getattr(model, "listing", None),
+        "dev_as_test": dev_as_test,
         "neighbours": getattr(model, "neighbours", None),
         "pretrain": None if pre is None else {"examples": len(pre.texts), **pre.counts, "epochs": pre.epochs,
                                               "seconds": round(pre.seconds, 1), "cached": pre.cached},
