@@ -86,3 +86,21 @@ def test_switched_off_or_without_test_format_answers_every_id_stays():
     crs.train_as_test = [_ex(40, 900, 905)]
     m = QAMRec(off, short, fake_text, seed=0).fit(crs, _twice_graph())  # type: ignore[arg-type]
     assert m.listing is None and not m.net.unlisted.any()
+
+
+def test_named_movies_stay_below_the_best_listed_candidate():
+    """With a bias per id (``model.shared_bias=false``) an unlisted id can score above every other candidate; the
+    named movies are capped below the best candidate that is listed, not below that id."""
+    graph = _twice_graph()
+    cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False, shared_bias=False)
+    model = QAMRec(cfg, TrainConfig(), fake_text, seed=0)
+    model._setup(graph)
+    qb = model.featurize([Query("a", entities=(900,))])
+    with torch.no_grad():
+        model.net.free_bias[5] += 1000.0  # 905, unlisted below: the best score before the listing
+        model.net.mention_bonus.fill_(500.0)
+        model.net.mention_cap.fill_(True)
+        model.net.unlisted[5] = True
+        s = model.net.eval()(qb)[0]
+    order = s.argsort(descending=True).tolist()
+    assert order[1] == 0 and order[0] not in (0, 5) and order[-1] == 5

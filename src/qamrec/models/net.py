@@ -337,10 +337,10 @@ class QAMRecNet(nn.Module):
             s = s + self.memory(qb.anchors, qb.anchor_batch, s.shape[0])
         if self.neighbours is not None and self.neighbours.active:
             s = s + self.neighbours(qb.text, qb.anchors, qb.anchor_batch)
+        if bool(self.unlisted.any()):  # before the cap, so that an unlisted id is never the best other one
+            s = s - UNLISTED_PENALTY * self.unlisted
         if named is not None and bool(self.mention_cap):
             s = self.below_top(s, named)
-        if bool(self.unlisted.any()):
-            s = s - UNLISTED_PENALTY * self.unlisted
         return s, alpha
 
     @staticmethod
