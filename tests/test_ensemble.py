@@ -72,14 +72,14 @@ def test_fit_pools_two_members_that_are_right_on_different_halves():
     dev = [_example(i, 10) for i in range(n)]
     a = Fixed({f"q{i}": ([3.0, 0.0, 0.0] if i < n // 2 else [1.0, 1.2, 0.0]) for i in range(n)})
     b = Fixed({f"q{i}": ([1.0, 1.2, 0.0] if i < n // 2 else [3.0, 0.0, 0.0]) for i in range(n)})
-    ens = ScoreEnsemble([a, b]).fit(SimpleNamespace(dev=dev))  # type: ignore[arg-type]
+    ens = ScoreEnsemble([a, b]).fit(SimpleNamespace(dev=dev, dev_in_test_file=[]))  # type: ignore[arg-type]
     rows = {tuple(r["weights"]): r for r in ens.dev}  # type: ignore[union-attr]
     assert rows[(1.0, 0.0)]["recall@10"] == 1.0 and rows[(1.0, 0.0)]["ndcg@10"] < 0.85  # rank 2 on half
     assert rows[(0.5, 0.5)]["ndcg@10"] == pytest.approx(1.0) and 0 < ens.weights[0] < 1
     top = ens.score([Query(text=f"q{i}") for i in range(n)]).argmax(axis=1)
     assert (top == 0).all()  # the pool ranks the gold first everywhere; neither member alone does
     # two copies of one member gain nothing over it: the first member alone is kept
-    same = ScoreEnsemble([a, Fixed(a.table)]).fit(SimpleNamespace(dev=dev))  # type: ignore[arg-type]
+    same = ScoreEnsemble([a, Fixed(a.table)]).fit(SimpleNamespace(dev=dev, dev_in_test_file=[]))  # type: ignore[arg-type]
     assert list(same.weights) == [1.0, 0.0]
 
 

@@ -50,7 +50,7 @@ def test_fit_lists_a_movie_once_and_the_ranking_drops_its_other_id(tmp_path: Pat
     crs = SimpleNamespace(train=[_ex(i, 900 + i % 3, 904 if i % 2 else 903) for i in range(12)],
                           dev=[_ex(30 + i, 900, 903) for i in range(4)],
                           train_as_test=[_ex(40, 900, 905), _ex(41, 901, 905), _ex(42, 900, 904)],
-                          dev_as_test=[_ex(50 + i, 900 + i % 2, 905) for i in range(4)])
+                          dev_as_test=[_ex(50 + i, 900 + i % 2, 905) for i in range(4)], dev_in_test_file=[])
     cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False)
     m = QAMRec(cfg, TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
     queries = [Query(f"dialogue {50 + i}", entities=(900 + i % 2,)) for i in range(4)]
@@ -77,7 +77,7 @@ def test_fit_lists_a_movie_once_and_the_ranking_drops_its_other_id(tmp_path: Pat
 
 def test_switched_off_or_without_test_format_answers_every_id_stays():
     crs = SimpleNamespace(train=[_ex(i, 900 + i % 3, 904) for i in range(8)], dev=[_ex(30, 900, 903)],
-                          train_as_test=[], dev_as_test=[])
+                          train_as_test=[], dev_as_test=[], dev_in_test_file=[])
     cfg = ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False)
     short = TrainConfig(epochs=1, patience=1, batch_size=4)
     m = QAMRec(cfg, short, fake_text, seed=0).fit(crs, _twice_graph())  # type: ignore[arg-type]

@@ -46,7 +46,7 @@ def test_mention_term_marks_the_candidates_each_query_names():
 
 def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(tmp_path: Path):
     # training answers are never named in their context (as ReDial's movie lists); every dev answer is
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
                           train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
                           dev=[_ex(20 + i, 900 + i % 3, 900 + i % 3) for i in range(6)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
@@ -64,7 +64,7 @@ def test_fit_sets_the_bonus_on_dev_when_dev_answers_name_a_context_movie_again(t
 
 
 def test_fit_keeps_the_learned_bonus_when_dev_answers_are_new_and_when_switched_off():
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
                           train=[_ex(i, 900 + i % 2, 903 + i % 2) for i in range(8)],
                           dev=[_ex(20 + i, 900 + i % 2, 903 + i % 2) for i in range(6)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False),
@@ -101,7 +101,8 @@ def test_the_choice_keeps_named_movies_below_the_first_when_most_dev_answers_are
     # three and 900 again one time in three: a large bonus lifts 900 to first place (good for a third of the
     # requests), kept below the first it reaches second place and costs the others nothing
     graph = tiny_graph()
-    crs = SimpleNamespace(dev=[_ex(20 + i, 900, 900 if i % 3 == 2 else 903) for i in range(12)])
+    crs = SimpleNamespace(dev=[_ex(20 + i, 900, 900 if i % 3 == 2 else 903) for i in range(12)],
+                          dev_in_test_file=[i < 6 for i in range(12)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, retrieved=0, comention=False), TrainConfig(), fake_text)
     m._setup(graph)
     dev_q = m.featurize([Query(e.context[0], entities=e.entities) for e in crs.dev])
@@ -113,6 +114,9 @@ def test_the_choice_keeps_named_movies_below_the_first_when_most_dev_answers_are
     assert rows[(8.0, True)]["ndcg@10"] == pytest.approx((2 + 1 / np.log2(3)) / 3)  # 903 first, 900 second
     assert rows[(8.0, False)]["ndcg@10"] == pytest.approx((2 / np.log2(3) + 1) / 3)  # 900 first, 903 second
     assert rows[(8.0, True)]["recall@10"] == rows[(8.0, False)]["recall@10"] == 1.0
+    # the first six dev examples measured apart: the same mix of answers, so the same gain over the reference
+    gain = rows[(8.0, True)]["ndcg@10"] - mention["dev"][0]["ndcg@10"]
+    assert rows[(8.0, True)]["test_file_gain"] == pytest.approx(gain)
     m.model_cfg = m.model_cfg.model_copy(update={"mention_cap": False})
     assert not any(r["below_top"] for r in m._choose_mention(dev_q, crs, graph.meta["item_ids"])["dev"])
 

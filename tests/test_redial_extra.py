@@ -154,9 +154,13 @@ def test_dev_and_training_dialogues_in_the_test_files_format(benchmark_split):
     # the file links entities the raw dialogues' examples do not have: genres, people (DBpedia)
     assert np.mean([sum(a not in items for a in e.entities) for e in crs.dev_as_test]) > 1.0
     assert not any(a not in items for e in crs.dev for a in e.entities)
+    # the raw dev examples of those same dialogues are flagged, for the dev choices to report their gain apart
+    assert len(crs.dev_in_test_file) == len(crs.dev) and sum(crs.dev_in_test_file) == 244
+    assert {ids[e.dialogue] for e, flag in zip(crs.dev, crs.dev_in_test_file) if flag} == got
     # the file's examples of training dialogues: the rest of what it does not hold out
     assert len(crs.train_as_test) == 2_585 - 242
     assert {first[e.dialogue] for e in crs.train_as_test} <= train_ids
     # INSPIRED trains on a file in its test file's format: there the two are dev and the training examples
     inspired = load_crs("inspired", config)
     assert inspired.dev_as_test == inspired.dev and inspired.train_as_test == inspired.train
+    assert inspired.dev_in_test_file == []

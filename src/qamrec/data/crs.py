@@ -84,6 +84,10 @@ class CRSData:
     #: file in the test's format (INSPIRED), ``dev`` and the examples of that file
     dev_as_test: list[CRSExample] = field(default_factory=list)
     train_as_test: list[CRSExample] = field(default_factory=list)
+    #: one flag per ``dev`` example: whether the test file also holds its dialogue (ReDial: the held-out split's
+    #: source file; its other dev dialogues come from other copies of the training split, whose recommenders
+    #: have more dialogues in training); empty where no dev dialogue is in the test file (INSPIRED)
+    dev_in_test_file: list[bool] = field(default_factory=list)
 
 
 def split_dialogues(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -273,6 +277,7 @@ def load_crs(name: str, config: Config) -> CRSData:
         train = [e for e in train if e.dialogue in kept]
     train_ids = [order[i] for i in pool]
     trained = set(train_ids)
+    dev_in_test_file: list[bool] = []
     if heldout is None:  # the training file is in the test's format
         dev_as_test = dev
         train_as_test = [e for e in examples if e.dialogue not in dev_d and order[e.dialogue] in trained]
@@ -281,6 +286,8 @@ def load_crs(name: str, config: Config) -> CRSData:
         in_file = [e for e in read_crs_examples(test_file, entity2id) if e.dialogue not in held]
         dev_as_test = [e for e in in_file if first[e.dialogue] in dev_ids]
         train_as_test = [e for e in in_file if first[e.dialogue] in trained]
+        file_ids = set(first)
+        dev_in_test_file = [order[e.dialogue] in file_ids for e in dev]
     for other in config.train.transfer:
         if other == name:
             raise QamrecError(f"train.transfer: {name!r} cannot transfer from itself")
@@ -295,6 +302,7 @@ def load_crs(name: str, config: Config) -> CRSData:
                                   None if lists is None else lists.filter(pl.col("dialogue_id").is_in(train_ids))),
         test_file=test_file, heldout=heldout, test_sha256=sha256_file(test_file), entity2id=entity2id,
         n_train_dialogues=len(pool), dev_as_test=dev_as_test, train_as_test=train_as_test,
+        dev_in_test_file=dev_in_test_file,
     )
 
 

@@ -118,7 +118,7 @@ class ScoreEnsemble(Recommender):
         logp = [log_softmax(m.score(queries)) for m in self.members]  # once, for every weighting tried
         grid = simplex_grid(len(self.members), step)
         rows, best = dev_choice((({"weights": list(w)}, _mix(logp, w)) for w in grid), crs.dev,
-                                self.graph.meta["item_ids"])  # type: ignore[union-attr]
+                                self.graph.meta["item_ids"], crs.dev_in_test_file)  # type: ignore[union-attr]
         self.set_weights(grid[best])
         self.dev = rows
         return self

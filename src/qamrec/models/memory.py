@@ -116,14 +116,15 @@ class CoMention(nn.Module):
 
     @torch.no_grad()
     def choose(self, base: np.ndarray, term: np.ndarray, examples: Sequence[CRSExample],
-               item_ids: Sequence[int], grid: Sequence[float] = GRID) -> list[dict[str, float]]:
+               item_ids: Sequence[int], grid: Sequence[float] = GRID,
+               in_test_file: Sequence[bool] = ()) -> list[dict[str, float]]:
         r"""Set the weight to the one of ``grid`` (its first: the reference, normally 0) with the best NDCG@10 of
         ``base + w * term`` on ``examples`` (ties: the earlier), unless its per-example NDCG@10 gain over the
         first is at most one standard error (:math:`\bar d \le s_d / \sqrt{n}`): then the first
         (:func:`~qamrec.eval.choice.dev_choice`). Returns each weight's dev recall@10 / recall@50 / NDCG@10 and
-        its gain's standard error."""
+        its gain's standard error (with ``in_test_file``: also its gain on the flagged examples)."""
         rows, best = dev_choice((({"weight": float(w)}, base + np.float32(w) * term) for w in grid), examples,
-                                item_ids)
+                                item_ids, in_test_file)
         self.weight.fill_(rows[best]["weight"])
         return rows
 

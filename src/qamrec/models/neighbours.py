@@ -125,16 +125,18 @@ class ContextNeighbours(nn.Module):
 
     @torch.no_grad()
     def choose(self, base: np.ndarray, text: Tensor, anchors: Tensor, anchor_batch: Tensor,
-               examples: Sequence[CRSExample], item_ids: Sequence[int]) -> list[dict[str, Any]]:
+               examples: Sequence[CRSExample], item_ids: Sequence[int],
+               in_test_file: Sequence[bool] = ()) -> list[dict[str, Any]]:
         """Set ``both`` and the weight to the setting of (``text``, ``both``) x :data:`GRID` with the best dev
         NDCG@10 of ``base + w * term`` (:func:`~qamrec.eval.choice.dev_choice`: 0 unless the gain is more than
-        one standard error). Returns each setting's dev metrics."""
+        one standard error). Returns each setting's dev metrics (with ``in_test_file``: also the gain on the
+        flagged examples, :func:`~qamrec.eval.choice.dev_choice`)."""
         terms = {kind: self.term(text, anchors, anchor_batch, both=kind == "both").numpy()
                  for kind in ("text", "both")}
         settings = chain([({"kind": "none", "weight": 0.0}, base)],
                          (({"kind": kind, "weight": float(w)}, base + np.float32(w) * t)
                           for kind, t in terms.items() for w in self.GRID if w))  # one setting's scores at a time
-        rows, best = dev_choice(settings, examples, item_ids)
+        rows, best = dev_choice(settings, examples, item_ids, in_test_file)
         self.both.fill_(rows[best]["kind"] == "both")
         self.weight.fill_(rows[best]["weight"])
         return rows

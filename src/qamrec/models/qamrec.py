@@ -110,7 +110,7 @@ class QAMRec(Recommender):
             if crs.dev:  # after the memory: the vote is weighed against the model with its memory
                 base = self.score_batch(dev_q)
                 rows = votes.choose(base, dev_q.text, dev_q.anchors, dev_q.anchor_batch, crs.dev,
-                                    graph.meta["item_ids"])
+                                    graph.meta["item_ids"], crs.dev_in_test_file)
                 kind = ("both" if bool(votes.both) else "text") if float(votes.weight) else "none"
                 self.neighbours = {"kind": kind, "weight": float(votes.weight),
                                    "k": votes.k, "examples": len(votes), "dev": rows}
@@ -171,7 +171,8 @@ class QAMRec(Recommender):
         base = self.score_batch(dev_q)
         term = memory.term(dev_q.anchors, dev_q.anchor_batch, len(dev_q)).numpy()
         grid = sorted(set(memory.GRID) | ({learned} if self.model_cfg.comention_train else set()))
-        rows = memory.choose(base, term, crs.dev, item_ids, grid)  # its term is added to the scores only
+        rows = memory.choose(base, term, crs.dev, item_ids, grid,  # its term is added to the scores only
+                             crs.dev_in_test_file)
         return {"weight": float(memory.weight), "dev": rows} | (
             {"learned": learned} if self.model_cfg.comention_train else {})
 
@@ -201,7 +202,7 @@ class QAMRec(Recommender):
 
         caps = (False, True) if self.model_cfg.mention_cap else (False,)
         rows, best = dev_choice((({"weight": float(w), "below_top": cap}, scores(w, cap)) for cap in caps
-                                 for w in grid), crs.dev, item_ids)
+                                 for w in grid), crs.dev, item_ids, crs.dev_in_test_file)
         with torch.no_grad():
             net.mention_bonus.fill_(rows[best]["weight"])
             net.mention_cap.fill_(rows[best]["below_top"])
