@@ -46,6 +46,23 @@ def test_a_near_duplicate_context_votes_for_its_answer():
     assert np.allclose(t.numpy(), expect / expect.max(), atol=1e-5) and t[2] == 1.0
 
 
+def test_the_vote_goes_to_every_candidate_of_the_answers_movie():
+    # candidates 1 and 4 name one movie (node 1), as the UniCRS entity space names some films twice: the
+    # copies of "a" vote for candidate 1, and candidate 4 gets the same vote, so no tie between them is broken
+    votes = ContextNeighbours(6, 5, k=2, candidate_movies=torch.tensor([0, 1, 2, 3, 1]))
+    votes.remember(_stored().keys.float(), torch.tensor([1, 1, 2, 3]), torch.tensor([4]), torch.tensor([2]))
+    t = votes.term(torch.from_numpy(fake_text(["a"])), torch.empty(0, dtype=torch.long),
+                   torch.empty(0, dtype=torch.long))
+    assert np.allclose(t.numpy(), [[0, 1, 0, 0, 1]], atol=1e-6)
+    # a model saved before the votes went per movie loads voting for the answer's id, as it was chosen
+    state = {k: v for k, v in votes.state_dict().items() if k != "per_movie"}
+    old = ContextNeighbours(6, 5, k=2, candidate_movies=torch.tensor([0, 1, 2, 3, 1]))
+    old.load_state_dict(state)
+    assert not bool(old.per_movie)
+    assert np.allclose(old.term(torch.from_numpy(fake_text(["a"])), torch.empty(0, dtype=torch.long),
+                                torch.empty(0, dtype=torch.long)).numpy(), [[0, 1, 0, 0, 0]], atol=1e-6)
+
+
 def test_both_adds_the_cosine_of_the_named_movies():
     votes = _stored(k=4)
     q = torch.from_numpy(fake_text(["z"]))

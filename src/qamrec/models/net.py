@@ -144,7 +144,8 @@ class QAMRecNet(nn.Module):
         self.memory: CoMention | None = CoMention(graph) if cfg.comention else None
         #: the training examples' vote (``model.neighbours``): stored and weighed on dev after training
         self.neighbours: ContextNeighbours | None = (
-            ContextNeighbours(n_movies, len(self.candidates), cfg.neighbours_k) if cfg.neighbours else None)
+            ContextNeighbours(n_movies, len(self.candidates), cfg.neighbours_k, self.candidates)
+            if cfg.neighbours else None)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         state_dict.setdefault(prefix + "mention_cap", torch.tensor(False))  # saved before the cap existed
