@@ -79,7 +79,8 @@ def test_fit_pools_two_members_that_are_right_on_different_halves():
     top = ens.score([Query(text=f"q{i}") for i in range(n)]).argmax(axis=1)
     assert (top == 0).all()  # the pool ranks the gold first everywhere; neither member alone does
     # two copies of one member gain nothing over it: the first member alone is kept
-    same = ScoreEnsemble([a, Fixed(a.table)]).fit(SimpleNamespace(dev=dev, dev_in_test_file=[]))  # type: ignore[arg-type]
+    same = ScoreEnsemble([a, Fixed(a.table)]).fit(
+        SimpleNamespace(dev=dev, dev_in_test_file=[]))  # type: ignore[arg-type]
     assert list(same.weights) == [1.0, 0.0]
 
 

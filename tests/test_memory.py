@@ -92,7 +92,8 @@ def test_net_scores_add_the_weighted_memory_for_the_named_movies():
 def test_fit_chooses_the_weight_on_dev_and_the_saved_model_keeps_it(tmp_path: Path):
     # every dev answer is a movie co-mentioned with the movie its query names; training never teaches it
     ex = lambda i, ent, item: CRSExample(i, 0, (f"dialogue {i}",), (ent,), item, "")  # noqa: E731
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=[ex(i, 903, 904) for i in range(8)],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                          train=[ex(i, 903, 904) for i in range(8)],
                           dev=[ex(20 + i, 900 + i % 2, 901 - i % 2) for i in range(6)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0),
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)
@@ -138,7 +139,8 @@ def test_leave_out_removes_one_co_mention_of_the_queries_own_dialogue():
 def test_fit_can_learn_the_weight_without_each_examples_own_dialogue(tmp_path: Path):
     # each training example answers with a movie its dialogue names with the one it asks about, and so does dev
     ex = lambda i, d, ent, item: CRSExample(d, 0, (f"dialogue {i}",), (ent,), item, "")  # noqa: E731
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=[ex(i, i % 3, 900, 901) for i in range(8)],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                          train=[ex(i, i % 3, 900, 901) for i in range(8)],
                           dev=[ex(20 + i, 20 + i, 900, 901) for i in range(4)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention_train=True),
                TrainConfig(epochs=2, patience=2, batch_size=4), fake_text, seed=0)

@@ -247,7 +247,8 @@ def test_baselines_contract(tmp_path: Path):
     graph = tiny_graph()
     graph.data["user", "rates", "movie"].edge_attr = torch.ones(6, 1)
     ex = lambda item, ents=(): CRSExample(0, 0, ("hi",), ents, item, "")  # noqa: E731
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=[ex(902), ex(902), ex(903)], dev=[ex(901, (900,))])
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                          train=[ex(902), ex(902), ex(903)], dev=[ex(901, (900,))])
     pop = Popularity().fit(crs, graph)
     assert pop.score([Query("x"), Query("y")]).tolist()[1] == [0, 0, 2, 1, 0]
     assert [m for m, _ in pop.recommend(Query("x"), k=2)] == [12, 13]

@@ -169,7 +169,8 @@ def test_mscrs_fit_score_save_load(tmp_path: Path):
     assert MODELS["mscrs"] is MSCRS
     config = load_config(["model.mscrs.hidden=16", "model.mscrs.knn=2", "train.epochs=3", "train.batch_size=16"])
     model = MSCRS.from_config(config, fake_text)
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=_examples(60, 0), dev=_examples(12, 1))
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                          train=_examples(60, 0), dev=_examples(12, 1))
     seen: list[dict] = []
     model.fit(crs, tiny_graph(), on_epoch=seen.append)  # type: ignore[arg-type]
     assert [r["epoch"] for r in seen] == [1, 2, 3] and seen[-1]["loss"] < seen[0]["loss"]

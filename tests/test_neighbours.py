@@ -100,7 +100,8 @@ def test_fit_weighs_the_vote_on_dev_and_the_saved_model_keeps_it(tmp_path: Path)
     # dev asks what training asked; the model barely trains (one epoch, a tiny rate): the vote knows the answers
     ex = lambda i, text, item: CRSExample(i, 0, (text,), (), item, "")  # noqa: E731
     pairs = [("scary one", 900), ("funny one", 901), ("sad one", 902), ("space one", 903)]
-    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=[ex(i, *pairs[i % 4]) for i in range(16)],
+    crs = SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                          train=[ex(i, *pairs[i % 4]) for i in range(16)],
                           dev=[ex(40 + i, *pairs[i % 4]) for i in range(16)])
     m = QAMRec(ModelConfig(hidden=8, heads=2, dropout=0.0, retrieved=0, comention=False, neighbours=True,
                            neighbours_k=3),

@@ -17,7 +17,8 @@ from tests.test_models import fake_text, tiny_graph
 
 def _crs() -> SimpleNamespace:
     ex = lambda i, item: CRSExample(i, 0, (f"dialogue {i}",), (900 + i % 3,), item, "")  # noqa: E731
-    return SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[], train=[ex(i, 900 + (i + 1) % 3) for i in range(12)],
+    return SimpleNamespace(train_as_test=[], dev_as_test=[], dev_in_test_file=[],
+                           train=[ex(i, 900 + (i + 1) % 3) for i in range(12)],
                            dev=[ex(i, 901) for i in range(3)])
 
 

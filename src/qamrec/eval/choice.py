@@ -24,8 +24,8 @@ def dev_choice(settings: Iterable[tuple[dict[str, Any], np.ndarray]], examples: 
 
     ``in_test_file`` (one flag per example; ReDial: whether its dialogue is one the test file also holds) adds to
     each row the mean NDCG@10 gain over the first on the flagged examples alone and its standard error
-    (``test_file_gain``, ``test_file_gain_se``), reported, never chosen on. Dev gains from votes of similar
-    training contexts held on the other dev dialogues but not on these, nor on the test drawn from that file."""
+    (``test_file_gain``, ``test_file_gain_se``), reported, never chosen on: the dialogues most like the test's,
+    where the rest of the dev comes from other copies of the training split."""
     col = {e: j for j, e in enumerate(item_ids)}
     gold = np.array([col.get(e.item, -1) for e in examples], dtype=np.int64)
     ndcg = NDCG(10)
