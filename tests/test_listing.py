@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from qamrec.config import ModelConfig, TrainConfig
 from qamrec.eval.protocol import CRSExample
-from qamrec.graph.store import Graph
+from qamrec.graph.store import Graph, candidate_columns
 from qamrec.models.listing import UNLISTED_PENALTY, unlisted_ids
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import Query
@@ -20,6 +20,11 @@ from tests.test_models import fake_text, tiny_graph
 
 def _ex(i: int, named: int, answer: int) -> CRSExample:
     return CRSExample(i, 0, (f"dialogue {i}",), (named,), answer, "")
+
+
+def test_candidate_columns_lists_each_movies_columns_in_order():
+    assert candidate_columns([0, 1, 1, 2, 3, 1]) == {0: [0], 1: [1, 2, 5], 2: [3], 3: [4]}
+    assert candidate_columns([]) == {}
 
 
 def test_each_movie_is_listed_under_the_id_its_test_format_answers_use_most():

@@ -11,6 +11,7 @@ save leaves at most a stray temporary file, deleted by the next save.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,19 @@ from torch_geometric.data import HeteroData
 from qamrec.errors import MissingDataError, QamrecError
 from qamrec.io import atomic_path, atomic_write_json, read_json, remove_stale_tmp, sha256_bytes, sha256_file
 
-__all__ = ["Graph", "save_graph", "load_graph", "EdgeType"]
+__all__ = ["Graph", "save_graph", "load_graph", "candidate_columns", "EdgeType"]
 
 EdgeType = tuple[str, str, str]
 _SEP = "__"
+
+
+def candidate_columns(movies: Iterable[int]) -> dict[int, list[int]]:
+    """Each movie (a node, or a catalog id) -> the candidate columns that name it, in order, from the movie of
+    each column (``meta["candidates"]``; a dataset's entity space can name one film by several ids)."""
+    out: dict[int, list[int]] = {}
+    for j, m in enumerate(movies):
+        out.setdefault(m, []).append(j)
+    return out
 
 
 @dataclass

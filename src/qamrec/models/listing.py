@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from qamrec.eval.protocol import CRSExample
+from qamrec.graph.store import candidate_columns
 
 __all__ = ["UNLISTED_PENALTY", "unlisted_ids"]
 
@@ -38,11 +39,8 @@ def unlisted_ids(candidates: Tensor, item_ids: Sequence[int], labelled: Sequence
     col = {e: j for j, e in enumerate(item_ids)}
     in_test_format = Counter(col[e.item] for e in labelled if e.item in col)
     elsewhere = Counter(col[e.item] for e in others if e.item in col)
-    ids_of: dict[int, list[int]] = {}
-    for j, m in enumerate(candidates.tolist()):
-        ids_of.setdefault(m, []).append(j)
     out = torch.zeros(len(candidates), dtype=torch.bool)
-    for ids in ids_of.values():
+    for ids in candidate_columns(candidates.tolist()).values():
         if len(ids) > 1 and any(in_test_format[j] for j in ids):
             keep = max(ids, key=lambda j: (in_test_format[j], elsewhere[j], -j))
             out[[j for j in ids if j != keep]] = True

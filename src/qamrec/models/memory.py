@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from qamrec.eval.choice import dev_choice
 from qamrec.eval.protocol import CRSExample
-from qamrec.graph.store import Graph
+from qamrec.graph.store import Graph, candidate_columns
 
 __all__ = ["CoMention", "MENTIONS", "co_mention_table", "csr_gather"]
 
@@ -55,9 +55,7 @@ class CoMention(nn.Module):
         self.register_buffer("cols", cols.contiguous(), persistent=False)
         self.register_buffer("vals", vals.contiguous(), persistent=False)
         self.register_buffer("deg", deg, persistent=False)
-        self.node_cols: dict[int, list[int]] = {}  # movie node -> its candidate columns
-        for j, m in enumerate(cands.tolist()):
-            self.node_cols.setdefault(m, []).append(j)
+        self.node_cols = candidate_columns(cands.tolist())  # movie node -> its candidate columns
         #: w; a parameter so that ``model.comention_train`` can learn it (else it has no gradient)
         self.weight = nn.Parameter(torch.tensor(0.0), requires_grad=False)
 

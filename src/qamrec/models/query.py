@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from qamrec.graph.store import Graph
+from qamrec.graph.store import Graph, candidate_columns
 
 __all__ = ["Query", "QueryBatch", "QueryFeaturizer", "subset", "PhraseMatcher", "context_text", "POOLED_TYPES",
            "ROLES"]
@@ -134,9 +134,7 @@ class QueryFeaturizer:
         if "entity" in d.node_types and graph.meta.get("entity_labels"):
             self.matchers["entity"] = PhraseMatcher(graph.meta["entity_labels"])
         self.movie_text = torch.nn.functional.normalize(d["movie"].x_text.float(), dim=1)
-        self.node_cands: dict[int, list[int]] = {}
-        for j, m in enumerate(cands):
-            self.node_cands.setdefault(m, []).append(j)
+        self.node_cands = candidate_columns(cands)
 
     def anchor_movies(self, q: Query) -> list[int]:
         """Movie nodes the query names (its movie entities and catalog movies)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from qamrec.graph.store import candidate_columns
 from qamrec.serve.refine import WordGraph
 from qamrec.serve.understand import Understanding, person_key
 from qamrec.serve.vocab import CONCEPTS, Concept
@@ -59,9 +60,7 @@ class MovieFacts:
                  people: Mapping[int, Sequence[str]] | None = None) -> None:
         self.movies, self.words = np.asarray(movies), words
         self.n = len(self.movies)
-        self.rows_of: dict[int, list[int]] = {}
-        for j, m in enumerate(self.movies.tolist()):
-            self.rows_of.setdefault(m, []).append(j)
+        self.rows_of = candidate_columns(self.movies.tolist())
         self.years = np.array([np.nan if (y := (info.get(m) or {}).get("year")) is None else float(y)
                                for m in self.movies.tolist()])
         self.years32 = self.years.astype(np.float32)

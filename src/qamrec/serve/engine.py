@@ -20,7 +20,7 @@ import torch
 
 from qamrec.config import Config, RefineConfig
 from qamrec.errors import QamrecError
-from qamrec.graph.store import Graph
+from qamrec.graph.store import Graph, candidate_columns
 from qamrec.models.prior import content_bias
 from qamrec.models.qamrec import QAMRec
 from qamrec.models.query import POOLED_TYPES, ROLES, Query
@@ -99,9 +99,7 @@ class Engine:
         self.cands = np.asarray(meta["candidates"], dtype=np.int64)
         self.cand_movie = np.asarray(self.movie_ids, dtype=np.int64)[self.cands]
         self.node_of = {m: i for i, m in enumerate(self.movie_ids)}
-        self.columns: dict[int, list[int]] = {}  # catalog movie id -> its candidate columns
-        for j, m in enumerate(self.cand_movie.tolist()):
-            self.columns.setdefault(m, []).append(j)
+        self.columns = candidate_columns(self.cand_movie.tolist())  # catalog movie id -> its candidate columns
         known = movies.filter(pl.col("movie_id").is_in(self.movie_ids))
         rows = known.select("movie_id", "title", "year", "genres", "poster_path").to_dicts()
         #: catalog movie id -> its director(s) and cast, where the catalog has them (people a request may name)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from qamrec.graph.store import Graph
+from qamrec.graph.store import Graph, candidate_columns
 from qamrec.serve.refine import WordGraph
 
 __all__ = ["WORD_RELATIONS", "word_graph"]
@@ -20,9 +20,7 @@ def word_graph(graph: Graph, years: dict[int, int | None], min_movies: int = 2) 
     subjects (words of fewer than ``min_movies`` candidates are left out)."""
     d, meta = graph.data, graph.meta
     cands = np.asarray(meta["candidates"])
-    node_to_cands: dict[int, list[int]] = {}
-    for j, m in enumerate(cands.tolist()):
-        node_to_cands.setdefault(m, []).append(j)
+    node_to_cands = candidate_columns(cands.tolist())
     labels: list[str] = []
     kinds: list[str] = []
     by_label: dict[str, int] = {}  # one word per label: the tag "action" is the genre "action"
