@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 from pathlib import Path
 
@@ -463,6 +464,73 @@ def test_fit_net_follows_the_schedule_step_by_step(monkeypatch):
     fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg, seed=0)
     assert seen == pytest.approx([0.01 * lr_factor(cfg, t, 9) for t in range(9)])  # 3 batches an epoch
     assert seen[0] < seen[1] < seen[2] == max(seen) and seen[-1] < seen[4] < seen[3]  # 3 warmup steps
+
+
+def test_fit_net_keeps_the_moving_average_of_the_weights(monkeypatch):
+    """``train.ema``: the kept weights are the bias-corrected average of the weights after every step, by hand."""
+    from qamrec.config import TrainConfig
+    from qamrec.train.loop import fit_net
+
+    net, f, qb, gold, dev, items = _tiny_fit_setup(10)
+    names = [k for k, p in net.named_parameters() if p.requires_grad]
+    total = {k: torch.zeros_like(p) for k, p in net.named_parameters() if p.requires_grad}
+    avg: dict[str, torch.Tensor] = {}
+    norm = [0.0]
+    step = torch.optim.AdamW.step
+
+    def stepped(self, *a, **k):  # sum_s 0.6^(t-s) theta_s / sum_s 0.6^(t-s): the initial weights take no part
+        out = step(self, *a, **k)
+        norm[0] = 0.6 * norm[0] + 1.0
+        for name, p in net.named_parameters():
+            if name in total:
+                total[name] = 0.6 * total[name] + p.detach()
+                avg[name] = total[name] / norm[0]
+        return out
+
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", stepped)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.05, ema=math.log(0.5) / math.log(0.6) / 3)  # 0.6 a step
+    hist = fit_net(net, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg, seed=0)
+    params = dict(net.named_parameters())
+    assert all(torch.allclose(params[k], avg[k], atol=1e-6) for k in names)  # the only epoch: its average is kept
+    assert {"dev_raw_ndcg@10", "dev_raw_recall@10", "dev_ndcg@10"} <= set(hist.epochs[0])
+    # without the average the kept weights are the last step's, which differ from it
+    net2, f, qb, gold, dev, items = _tiny_fit_setup(10)
+    fit_net(net2, qb, gold, f([Query("x", entities=(900,))]), dev, items, cfg.model_copy(update={"ema": 0.0}),
+            seed=0)
+    assert any(not torch.allclose(p, avg[k], atol=1e-4) for k, p in net2.named_parameters() if k in avg)
+
+
+def test_fit_net_with_an_average_resumes_as_if_never_stopped(tmp_path: Path):
+    """The moving average is in the checkpoint: stopped after epoch 1 and resumed, the run ends as one that was not."""
+    from qamrec.config import TrainConfig
+    from qamrec.train.checkpoint import Checkpointer, checkpointing
+    from qamrec.train.loop import fit_net
+
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=0.05, ema=0.5, patience=5)
+    net, f, qb, gold, dev, items = _tiny_fit_setup(10)
+    dev_q = f([Query("x", entities=(900,))])
+    whole = fit_net(net, qb, gold, dev_q, dev, items, cfg, seed=0)
+
+    class Stop(Exception):
+        pass
+
+    def stop(row: dict[str, float]) -> None:
+        if row["epoch"] == 1:
+            raise Stop
+
+    ckpt = Checkpointer(tmp_path, {"x": 1})
+    with checkpointing(ckpt):
+        with pytest.raises(Stop):
+            fit_net(_tiny_fit_setup(10)[0], qb, gold, dev_q, dev, items, cfg, seed=0, on_epoch=stop)
+        assert ckpt.load().averaged  # type: ignore[union-attr]
+        again = _tiny_fit_setup(10)[0]
+        resumed = fit_net(again, qb, gold, dev_q, dev, items, cfg, seed=0)
+    def untimed(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in r.items() if k != "train_s"} for r in rows]
+
+    assert untimed(resumed.epochs) == untimed(whole.epochs) and resumed.best_epoch == whole.best_epoch
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
 def test_featurizer_ranks_named_members_by_recency_and_pooling_can_prefer_the_latest():

@@ -182,6 +182,10 @@ class TrainConfig(BaseModel):
                                                                     "learning rate rises linearly from 0")
     weight_decay: float = Field(default=1e-2, ge=0)
     patience: int = Field(default=4, ge=1, description="epochs without a better dev NDCG@10 before stopping")
+    ema: float = Field(default=0.0, ge=0.0,
+                       description="half-life in epochs of a moving average of the weights, updated every step "
+                                   "and bias-corrected (the initial weights take no part); dev metrics, early "
+                                   "stopping and the kept model use the average (0: the weights themselves)")
     dev_fraction: float = Field(default=0.1, ge=0.0, lt=1.0,
                                 description="share of training dialogues held out for early stopping")
     threads: int = Field(default=0, ge=0, description="torch threads (0: torch's default)")

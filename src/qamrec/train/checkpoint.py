@@ -3,8 +3,8 @@
 At the end of every epoch the training loop writes into ``RUN/checkpoint/``:
 
 * ``state-<epoch>.safetensors``: the model's weights (``model/*``), the best epoch's weights (``best/*``),
-  the optimizer's tensors (``optim/<param>/<name>``) and the RNG states (``rng/torch``: dropout,
-  ``rng/shuffle``: the order of the training examples);
+  the optimizer's tensors (``optim/<param>/<name>``), the weights' moving average if any (``ema/*``) and the
+  RNG states (``rng/torch``: dropout, ``rng/shuffle``: the order of the training examples);
 * then ``checkpoint.json``: the epoch, the per-epoch history, the best epoch and its dev metric, the
   early-stopping counter, the optimizer's settings, the identity of the training (below), the tensor
   file's name and SHA256.
@@ -28,7 +28,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class TrainState:
     optimizer: dict[str, Any]  # an optimizer ``state_dict()``
     rng_torch: Tensor
     rng_shuffle: Tensor
+    averaged: dict[str, Tensor] = field(default_factory=dict)  # the weights' moving average (``train.ema``)
 
 
 def train_identity(dataset: str, model: str, config: Config, graph_folder: str) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class Checkpointer:
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp(self.folder)
         tensors = {f"model/{k}": v for k, v in state.model.items()} | {f"best/{k}": v for k, v in state.best.items()}
+        tensors |= {f"ema/{k}": v for k, v in state.averaged.items()}
         scalars: dict[str, dict[str, Any]] = {}
         for pid, st in state.optimizer["state"].items():
             for name, v in st.items():
@@ -176,7 +178,8 @@ class Checkpointer:
             epoch=int(meta["epoch"]), history=list(meta["history"]), best_epoch=int(meta["best_epoch"]),
             best_ndcg=float(meta["best_ndcg"]), bad=int(meta["bad"]), stopped=bool(meta["stopped"]),
             seconds=float(meta["seconds"]), model=_split(t, "model/"), best=_split(t, "best/"),
-            optimizer={"state": state, "param_groups": groups}, rng_torch=t["rng/torch"], rng_shuffle=t["rng/shuffle"])
+            optimizer={"state": state, "param_groups": groups}, rng_torch=t["rng/torch"], rng_shuffle=t["rng/shuffle"],
+            averaged=_split(t, "ema/"))
 
     def clear(self) -> None:
         """Delete the checkpoint."""

@@ -1,5 +1,5 @@
 """The training loop: cross-entropy over the full candidate set, AdamW (constant or cosine learning rate),
-early stopping on dev NDCG@10.
+early stopping on dev NDCG@10, optionally of a moving average of the weights.
 
 The graph encoder runs with gradients on every ``train.graph_every``-th batch; the batches between reuse
 that pass's node representations without gradients into the encoder (historical embeddings, as in
@@ -7,19 +7,33 @@ GNNAutoScale, Fey et al. ICML 2021), so one epoch costs ``1 / graph_every`` of t
 
 Inside a :func:`~qamrec.train.checkpoint.checkpointing` block the loop resumes from the checkpoint it finds
 and saves one at the end of every epoch (see :mod:`qamrec.train.checkpoint`).
+
+With ``train.ema`` = :math:`h > 0` epochs of half-life, so a decay :math:`\beta = 2^{-1/(h\,n)}` a step with
+:math:`n` steps an epoch, the loop keeps an exponential moving average of the trainable weights after every step (Polyak & Juditsky, SIAM J. Control Optim. 1992; the EMA of Tarvainen & Valpola, NeurIPS 2017),
+bias-corrected as Adam's moments are (Kingma & Ba, ICLR 2015) so that the initial weights take no part:
+
+.. math::
+    \bar\theta_t = \frac{\sum_{s=1}^{t} \beta^{t-s} \theta_s}{\sum_{s=1}^{t} \beta^{t-s}}
+    = \bar\theta_{t-1} + \frac{1 - \beta}{1 - \beta^t} (\theta_t - \bar\theta_{t-1}),
+
+each step a :func:`torch.optim.swa_utils.get_ema_multi_avg_fn` update of that step's decay. The dev metrics,
+early stopping and the weights the model keeps are the average's; the epoch rows also carry the raw weights'
+dev NDCG@10 and recall@10 (``dev_raw_*``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from qamrec.config import TrainConfig
 from qamrec.eval.evaluate import evaluate
@@ -28,7 +42,7 @@ from qamrec.models.net import QAMRecNet
 from qamrec.models.query import QueryBatch, subset
 from qamrec.train.checkpoint import TrainState, active_checkpointer
 
-__all__ = ["TrainHistory", "fit_net", "lr_factor", "score_batches"]
+__all__ = ["TrainHistory", "fit_net", "lr_factor", "score_batches", "swapped"]
 
 
 @dataclass
@@ -53,6 +67,24 @@ def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarr
         p, _ = net.preference(table, sub)
         out.append(net.score(p, items, sub).numpy())
     return np.concatenate(out) if out else np.zeros((0, items.shape[0]), np.float32)
+
+
+@contextlib.contextmanager
+def swapped(params: dict[str, Tensor], values: dict[str, Tensor]) -> Iterator[None]:
+    """Within the block the parameters named in ``values`` hold those values; they get theirs back after."""
+    if not values:
+        yield
+        return
+    own = {k: params[k].detach().clone() for k in values}
+    with torch.no_grad():
+        for k, v in values.items():
+            params[k].copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in own.items():
+                params[k].copy_(v)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -89,6 +121,8 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
     groups += [{"params": [p], "lr_scale": p.lr_scale, "weight_decay": 0.0} for p in fast]  # type: ignore[attr-defined]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = TrainHistory()
+    params = {k: p for k, p in net.named_parameters() if p.requires_grad}
+    ema = {k: p.detach().clone() for k, p in params.items()} if cfg.ema > 0 else {}
     best_state = copy.deepcopy(net.state_dict())
     bad, first, stopped, before = 0, 1, False, 0.0
     ckpt = active_checkpointer()
@@ -99,8 +133,11 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         gen.set_state(saved.rng_shuffle)
         hist = TrainHistory(saved.history, saved.best_epoch, saved.best_ndcg)
         best_state, bad, first, stopped, before = saved.best, saved.bad, saved.epoch + 1, saved.stopped, saved.seconds
+        if ema:
+            ema = saved.averaged
     start = time.perf_counter()
     n_batches = -(-len(train_q) // cfg.batch_size)
+    beta = 0.5 ** (1.0 / (cfg.ema * n_batches)) if ema else 0.0
     for epoch in range(first, cfg.epochs + 1):
         if stopped:
             break
@@ -126,25 +163,33 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
+            if ema:  # step t = (epoch - 1) * n_batches + step + 1 of the run
+                t = (epoch - 1) * n_batches + step + 1
+                get_ema_multi_avg_fn(1.0 - (1.0 - beta) / (1.0 - beta ** t))(
+                    list(ema.values()), [params[k].detach() for k in ema], None)
             losses.append(float(loss.detach()))
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": time.perf_counter() - t0}
-        if len(dev_examples):
-            m = evaluate(score_batches(net, dev_q), dev_examples, item_ids, seen_items=seen_items)
-            row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
-            if seen_items is not None:
-                row["dev_unseen_recall@50"] = float(m["unseen_gold.recall@50"])
+        if len(dev_examples) and ema:
+            raw = evaluate(score_batches(net, dev_q), dev_examples, item_ids)
+            row |= {f"dev_raw_{k}": float(raw[k]) for k in ("recall@10", "ndcg@10")}
+        with swapped(params, ema):  # the average's metrics and weights, when there is one
+            if len(dev_examples):
+                m = evaluate(score_batches(net, dev_q), dev_examples, item_ids, seen_items=seen_items)
+                row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
+                if seen_items is not None:
+                    row["dev_unseen_recall@50"] = float(m["unseen_gold.recall@50"])
+            ndcg = row.get("dev_ndcg@10", -row["loss"])
+            if ndcg > hist.best_ndcg:
+                hist.best_ndcg, hist.best_epoch, bad = ndcg, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                bad += 1
+                stopped = bad >= cfg.patience
         hist.epochs.append(row)
-        ndcg = row.get("dev_ndcg@10", -row["loss"])
-        if ndcg > hist.best_ndcg:
-            hist.best_ndcg, hist.best_epoch, bad = ndcg, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            bad += 1
-            stopped = bad >= cfg.patience
         if ckpt is not None:
             ckpt.save(TrainState(epoch, hist.epochs, hist.best_epoch, hist.best_ndcg, bad, stopped,
                                  before + time.perf_counter() - start, net.state_dict(), best_state,
-                                 opt.state_dict(), torch.get_rng_state(), gen.get_state()))
+                                 opt.state_dict(), torch.get_rng_state(), gen.get_state(), ema))
         on_epoch(row)
     net.load_state_dict(best_state)
     hist.seconds = before + time.perf_counter() - start
