@@ -9,8 +9,9 @@ Inside a :func:`~qamrec.train.checkpoint.checkpointing` block the loop resumes f
 and saves one at the end of every epoch (see :mod:`qamrec.train.checkpoint`).
 
 With ``train.ema`` = :math:`h > 0` epochs of half-life, so a decay :math:`\beta = 2^{-1/(h\,n)}` a step with
-:math:`n` steps an epoch, the loop keeps an exponential moving average of the trainable weights after every step (Polyak & Juditsky, SIAM J. Control Optim. 1992; the EMA of Tarvainen & Valpola, NeurIPS 2017),
-bias-corrected as Adam's moments are (Kingma & Ba, ICLR 2015) so that the initial weights take no part:
+:math:`n` steps an epoch, the loop keeps an exponential moving average of the trainable weights after every step
+(Polyak & Juditsky, SIAM J. Control Optim. 1992; the EMA of Tarvainen & Valpola, NeurIPS 2017), bias-corrected
+as Adam's moments are (Kingma & Ba, ICLR 2015) so that the initial weights take no part:
 
 .. math::
     \bar\theta_t = \frac{\sum_{s=1}^{t} \beta^{t-s} \theta_s}{\sum_{s=1}^{t} \beta^{t-s}}
@@ -42,7 +43,7 @@ from qamrec.models.net import QAMRecNet
 from qamrec.models.query import QueryBatch, subset
 from qamrec.train.checkpoint import TrainState, active_checkpointer
 
-__all__ = ["TrainHistory", "fit_net", "lr_factor", "score_batches", "swapped"]
+__all__ = ["TrainHistory", "fit_net", "lr_factor", "score_batches"]
 
 
 @dataclass
@@ -70,7 +71,7 @@ def score_batches(net: QAMRecNet, qb: QueryBatch, chunk: int = 1024) -> np.ndarr
 
 
 @contextlib.contextmanager
-def swapped(params: dict[str, Tensor], values: dict[str, Tensor]) -> Iterator[None]:
+def _swapped(params: dict[str, Tensor], values: dict[str, Tensor]) -> Iterator[None]:
     """Within the block the parameters named in ``values`` hold those values; they get theirs back after."""
     if not values:
         yield
@@ -172,7 +173,7 @@ def fit_net(net: QAMRecNet, train_q: QueryBatch, train_gold: Tensor, dev_q: Quer
         if len(dev_examples) and ema:
             raw = evaluate(score_batches(net, dev_q), dev_examples, item_ids)
             row |= {f"dev_raw_{k}": float(raw[k]) for k in ("recall@10", "ndcg@10")}
-        with swapped(params, ema):  # the average's metrics and weights, when there is one
+        with _swapped(params, ema):  # the average's metrics and weights, when there is one
             if len(dev_examples):
                 m = evaluate(score_batches(net, dev_q), dev_examples, item_ids, seen_items=seen_items)
                 row |= {f"dev_{k}": float(m[k]) for k in ("recall@1", "recall@10", "recall@50", "ndcg@10")}
