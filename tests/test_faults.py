@@ -432,6 +432,29 @@ def test_checkpoint_round_trip_and_a_kill_between_its_files(tmp_path: Path) -> N
         Checkpointer(tmp_path, {"dataset": "y"}).saved_epoch()
 
 
+def test_checkpoint_predating_a_setting_resumes_when_the_setting_changes_nothing(tmp_path: Path) -> None:
+    from qamrec.config import Config
+    from qamrec.train.checkpoint import Checkpointer, train_identity
+
+    config = Config(home=tmp_path)
+    now = train_identity("redial", "qamrec", config, "redial-abc")
+    old = json.loads(json.dumps(now))
+    del old["config"]["train"]["ema"]  # written before train.ema existed: its default (0) is what ran then
+    Checkpointer(tmp_path / "a", old).save(_toy_state(1)[2])
+    assert Checkpointer(tmp_path / "a", now).saved_epoch() == 1
+    # a setting whose old behaviour is not today's default: model.comention did not exist = no memory
+    older = json.loads(json.dumps(old))
+    del older["config"]["model"]["comention"]
+    Checkpointer(tmp_path / "b", older).save(_toy_state(1)[2])
+    with pytest.raises(QamrecError, match=r"other settings \(model.comention: False then, True now\)"):
+        Checkpointer(tmp_path / "b", now).saved_epoch()
+    moved = json.loads(json.dumps(old))
+    moved["config"]["train"]["lr"] = 0.5
+    Checkpointer(tmp_path / "c", moved).save(_toy_state(1)[2])
+    with pytest.raises(QamrecError, match=r"train.lr: 0.5 then"):
+        Checkpointer(tmp_path / "c", now).saved_epoch()
+
+
 def test_corrupted_checkpoint_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from qamrec.train.checkpoint import Checkpointer
 

@@ -17,7 +17,9 @@ same number of threads). A tensor file that fails its digest is logged and not u
 The identity is what must match to resume: the dataset, the model, the graph (its folder, which carries
 the graph's key) and the settings that shape training (``seed``, ``features``, ``graph``, ``model``,
 ``train`` except ``train.threads``). A checkpoint of another identity is refused, naming the settings that
-differ. The folder goes away when the run directory is complete (see :mod:`qamrec.train.run`).
+differ. A setting added after the checkpoint was written counts as what training did before it existed
+(:func:`~qamrec.train.rundir.saved_config`), so adding an option with a default that changes nothing does not
+orphan the checkpoints of trainings under way. The folder goes away when the run directory is complete (see :mod:`qamrec.train.run`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from torch import Tensor
 from qamrec.config import Config
 from qamrec.errors import QamrecError
 from qamrec.io import atomic_path, atomic_write_json, read_json, remove_stale_tmp, sha256_file
+from qamrec.train.rundir import saved_config
 
-__all__ = ["TrainState", "Checkpointer", "checkpointing", "active_checkpointer", "train_identity", "CHECKPOINT_DIR"]
+__all__ = ["TrainState", "Checkpointer", "checkpointing", "active_checkpointer", "train_identity", "as_trained",
+           "CHECKPOINT_DIR"]
 
 _log = logging.getLogger(__name__)
 _FORMAT = "qamrec-checkpoint-1"
@@ -73,6 +77,17 @@ def train_identity(dataset: str, model: str, config: Config, graph_folder: str) 
     c["train"].pop("threads", None)
     return {"dataset": dataset, "model": model, "graph": graph_folder,
             "config": {k: c[k] for k in ("seed", "features", "graph", "model", "train")}}
+
+
+def as_trained(saved: Any) -> Any:
+    """A checkpoint's ``saved`` identity with the settings it predates filled in as what training did before
+    they existed (:func:`~qamrec.train.rundir.saved_config`), comparable with today's :func:`train_identity`;
+    ``saved`` itself when it is not of that shape."""
+    try:
+        then = saved_config(saved["config"], qamrec=saved["model"] == "qamrec")
+        return train_identity(saved["dataset"], saved["model"], then, saved["graph"])
+    except (KeyError, TypeError, ValueError):
+        return saved
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -120,8 +135,9 @@ class Checkpointer:
         meta = self._meta()
         if meta is None:
             return None
-        if meta.get("identity") != self.identity:
-            diff = _differences(meta.get("identity") or {}, self.identity)
+        saved = as_trained(meta.get("identity"))
+        if saved != self.identity:
+            diff = _differences(saved or {}, self.identity)
             raise QamrecError(
                 f"{self.folder} holds an interrupted training with other settings ({'; '.join(diff)}); "
                 "train with the same settings to resume it, pass --no-resume to start over, or choose another --out")
