@@ -121,7 +121,7 @@ def test_one_speakers_messages_are_merged_without_moving_the_split(benchmark_spl
 def test_a_run_saved_before_merging_is_read_as_unmerged(tmp_path: Path):
     import json
 
-    from qamrec.train.run import saved_config
+    from qamrec.config import saved_config
     from qamrec.train.rundir import reusable_run
 
     config = load_config([], home=tmp_path)

@@ -18,7 +18,7 @@ from qamrec.errors import QamrecError
 
 __all__ = ["BENCHMARK_HELDOUT", "LEGACY_MODEL_SETTINGS", "LEGACY_TRAIN_SETTINGS", "DataConfig", "FeatureConfig",
            "GraphConfig", "MSCRSConfig", "ModelConfig", "TrainConfig", "SampledConfig", "RefineConfig", "ServeConfig",
-           "Config", "load_config"]
+           "Config", "load_config", "saved_config"]
 
 
 #: the share of ReDial's published validation dialogues that the benchmark commands hold out for testing when
@@ -421,3 +421,15 @@ def load_config(overrides: list[str] | None = None, **fields: Any) -> Config:
         err = e.errors()[0]
         raise QamrecError(f"config {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     return cfg.with_overrides(overrides or [])
+
+
+def saved_config(saved: dict[str, Any], home: Path | None = None, qamrec: bool = True) -> Config:
+    """The configuration a run was trained with, from its ``config.json`` (read as ``saved``), in data home
+    ``home`` (default: the saved one). A setting the run predates counts as what it did then
+    (:data:`LEGACY_TRAIN_SETTINGS`, and :data:`LEGACY_MODEL_SETTINGS` for a
+    ``qamrec`` run), else as today's default."""
+    then = {k: v for k, v in saved.items() if k != "dataset"}
+    then["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
+    if qamrec:
+        then["model"] = LEGACY_MODEL_SETTINGS | saved.get("model", {})
+    return Config.model_validate(then if home is None else then | {"home": home})

@@ -300,11 +300,12 @@ def benchmark_graph_probe(
 ) -> None:
     """What the trained GAT and pooling use: relations removed at inference, attention entropy, message share,
     gradient norms per relation, pooling replaced by a mean, answers scored as movies outside the graph."""
+    from qamrec.config import saved_config
     from qamrec.data.crs import load_crs
     from qamrec.eval.graph_probe import probe_markdown, probe_model
     from qamrec.io import atomic_write_json, atomic_write_text
     from qamrec.models.qamrec import QAMRec
-    from qamrec.train.run import load_run, saved_config
+    from qamrec.train.run import load_run
 
     if on not in ("dev", "test"):
         raise QamrecError(f"--on {on!r}: use dev or test")

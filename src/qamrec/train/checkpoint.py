@@ -18,7 +18,7 @@ The identity is what must match to resume: the dataset, the model, the graph (it
 the graph's key) and the settings that shape training (``seed``, ``features``, ``graph``, ``model``,
 ``train`` except ``train.threads``). A checkpoint of another identity is refused, naming the settings that
 differ. A setting added after the checkpoint was written counts as what training did before it existed
-(:func:`~qamrec.train.rundir.saved_config`), so adding an option with a default that changes nothing does not
+(:func:`~qamrec.config.saved_config`), so adding an option with a default that changes nothing does not
 orphan the checkpoints of trainings under way. The folder goes away when the run directory is complete (see :mod:`qamrec.train.run`).
 """
 
@@ -37,10 +37,9 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from qamrec.config import Config
+from qamrec.config import Config, saved_config
 from qamrec.errors import QamrecError
 from qamrec.io import atomic_path, atomic_write_json, read_json, remove_stale_tmp, sha256_file
-from qamrec.train.rundir import saved_config
 
 __all__ = ["TrainState", "Checkpointer", "checkpointing", "active_checkpointer", "train_identity", "as_trained",
            "CHECKPOINT_DIR"]
@@ -81,7 +80,7 @@ def train_identity(dataset: str, model: str, config: Config, graph_folder: str) 
 
 def as_trained(saved: Any) -> Any:
     """A checkpoint's ``saved`` identity with the settings it predates filled in as what training did before
-    they existed (:func:`~qamrec.train.rundir.saved_config`), comparable with today's :func:`train_identity`;
+    they existed (:func:`~qamrec.config.saved_config`), comparable with today's :func:`train_identity`;
     ``saved`` itself when it is not of that shape."""
     try:
         then = saved_config(saved["config"], qamrec=saved["model"] == "qamrec")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError
 
-from qamrec.config import Config
+from qamrec.config import Config, saved_config
 from qamrec.errors import MissingDataError, QamrecError
 from qamrec.eval.evaluate import evaluate
 from qamrec.eval.protocol import CRSExample, read_crs_examples
@@ -35,10 +35,10 @@ from qamrec.models.base import Recommender
 from qamrec.models.ensemble import ENSEMBLE_FILE, ScoreEnsemble
 from qamrec.models.qamrec import example_query
 from qamrec.train.checkpoint import CHECKPOINT_DIR, Checkpointer, checkpointing, train_identity
-from qamrec.train.rundir import (RUN_FILES, in_progress, recover, replace_dir, saved_config, validate_run,
+from qamrec.train.rundir import (RUN_FILES, in_progress, recover, replace_dir, validate_run,
                                  write_manifest)
 
-__all__ = ["train_run", "load_run", "saved_config", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
+__all__ = ["train_run", "load_run", "pool_runs", "evaluate_model", "heldout_lines", "plot_curves",
            "select_test_examples", "test_summary", "RUN_FILES", "validate_run"]
 
 

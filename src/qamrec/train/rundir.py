@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qamrec.config import LEGACY_MODEL_SETTINGS, LEGACY_TRAIN_SETTINGS, Config
+from qamrec.config import Config, saved_config
 from qamrec.errors import DigestMismatchError, MissingDataError
 from qamrec.io import atomic_write_json, read_json, remove_stale_tmp, sha256_file, stale_tmp, tmp_prefix
 
 __all__ = ["MANIFEST", "RUN_FILES", "TrainFn", "write_manifest", "validate_run", "in_progress", "replace_dir",
-           "recover", "saved_config", "reusable_run", "train_or_reuse"]
+           "recover", "reusable_run", "train_or_reuse"]
 
 _log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
@@ -126,18 +126,6 @@ def recover(out: Path) -> None:
 #: ``train(dataset, run_dir, config)`` -> the ``metrics.json`` of the run it wrote (sweeps and curves train
 #: through it)
 TrainFn = Callable[[str, Path, Config], dict[str, Any]]
-
-
-def saved_config(saved: dict[str, Any], home: Path | None = None, qamrec: bool = True) -> Config:
-    """The configuration a run was trained with, from its ``config.json`` (read as ``saved``), in data home
-    ``home`` (default: the saved one). A setting the run predates counts as what it did then
-    (:data:`~qamrec.config.LEGACY_TRAIN_SETTINGS`, and :data:`~qamrec.config.LEGACY_MODEL_SETTINGS` for a
-    ``qamrec`` run), else as today's default."""
-    then = {k: v for k, v in saved.items() if k != "dataset"}
-    then["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
-    if qamrec:
-        then["model"] = LEGACY_MODEL_SETTINGS | saved.get("model", {})
-    return Config.model_validate(then if home is None else then | {"home": home})
 
 
 def reusable_run(run: Path, config: Config, dataset: str, model: str) -> dict[str, Any] | None:
