@@ -426,8 +426,8 @@ def load_config(overrides: list[str] | None = None, **fields: Any) -> Config:
 def saved_config(saved: dict[str, Any], home: Path | None = None, qamrec: bool = True) -> Config:
     """The configuration a run was trained with, from its ``config.json`` (read as ``saved``), in data home
     ``home`` (default: the saved one). A setting the run predates counts as what it did then
-    (:data:`LEGACY_TRAIN_SETTINGS`, and :data:`LEGACY_MODEL_SETTINGS` for a
-    ``qamrec`` run), else as today's default."""
+    (:data:`LEGACY_TRAIN_SETTINGS`, and :data:`LEGACY_MODEL_SETTINGS` for a ``qamrec`` run), else as today's
+    default."""
     then = {k: v for k, v in saved.items() if k != "dataset"}
     then["train"] = LEGACY_TRAIN_SETTINGS | saved.get("train", {})
     if qamrec:

@@ -19,7 +19,8 @@ the graph's key) and the settings that shape training (``seed``, ``features``, `
 ``train`` except ``train.threads``). A checkpoint of another identity is refused, naming the settings that
 differ. A setting added after the checkpoint was written counts as what training did before it existed
 (:func:`~qamrec.config.saved_config`), so adding an option with a default that changes nothing does not
-orphan the checkpoints of trainings under way. The folder goes away when the run directory is complete (see :mod:`qamrec.train.run`).
+orphan the checkpoints of trainings under way. The folder goes away when the run directory is complete (see
+:mod:`qamrec.train.run`).
 """
 
 from __future__ import annotations
