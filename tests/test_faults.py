@@ -453,6 +453,11 @@ def test_checkpoint_predating_a_setting_resumes_when_the_setting_changes_nothing
     Checkpointer(tmp_path / "c", moved).save(_toy_state(1)[2])
     with pytest.raises(QamrecError, match=r"train.lr: 0.5 then"):
         Checkpointer(tmp_path / "c", now).saved_epoch()
+    # what a trainer adds beside the config (the sampled trainer's settings) is compared as saved
+    Checkpointer(tmp_path / "d", old | {"sampled": {"lr": 0.003}}).save(_toy_state(1)[2])
+    assert Checkpointer(tmp_path / "d", now | {"sampled": {"lr": 0.003}}).saved_epoch() == 1
+    with pytest.raises(QamrecError, match=r"sampled.lr: 0.003 then, 0.01 now"):
+        Checkpointer(tmp_path / "d", now | {"sampled": {"lr": 0.01}}).saved_epoch()
 
 
 def test_corrupted_checkpoint_is_not_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -80,12 +80,13 @@ def train_identity(dataset: str, model: str, config: Config, graph_folder: str) 
 
 
 def as_trained(saved: Any) -> Any:
-    """A checkpoint's ``saved`` identity with the settings it predates filled in as what training did before
-    they existed (:func:`~qamrec.config.saved_config`), comparable with today's :func:`train_identity`;
-    ``saved`` itself when it is not of that shape."""
+    """A checkpoint's ``saved`` identity with the settings of its ``config`` that it predates filled in as what
+    training did before they existed (:func:`~qamrec.config.saved_config`), comparable with today's
+    :func:`train_identity` (what a trainer adds beside ``config`` is kept as saved); ``saved`` itself when it
+    is not of that shape."""
     try:
         then = saved_config(saved["config"], qamrec=saved["model"] == "qamrec")
-        return train_identity(saved["dataset"], saved["model"], then, saved["graph"])
+        return saved | {"config": train_identity(saved["dataset"], saved["model"], then, saved["graph"])["config"]}
     except (KeyError, TypeError, ValueError):
         return saved
 
