@@ -1,4 +1,4 @@
-"""The training loop: cross-entropy over the full candidate set, AdamW (constant or cosine learning rate),
+r"""The training loop: cross-entropy over the full candidate set, AdamW (constant or cosine learning rate),
 early stopping on dev NDCG@10, optionally of a moving average of the weights.
 
 The graph encoder runs with gradients on every ``train.graph_every``-th batch; the batches between reuse
